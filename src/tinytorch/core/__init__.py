@@ -1,0 +1,1 @@
+"""The core layers of tinytorch: tensors, kernels, tokenizers and embedding layers."""
