@@ -1,0 +1,155 @@
+"""The ``tinytorch`` command run as a subprocess, as users run it."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinytorch
+from tinytorch.core.embeddings import Embedding, PositionalEncoding
+from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+from tinytorch.data import builtin_corpus
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tinytorch", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_console_script_version():
+    script = Path(sys.executable).parent / "tinytorch"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tinytorch {tinytorch.__version__}"
+
+
+def test_embed_text_prints_ids_and_shapes():
+    result = run_cli("embed", "Hello world!", "--dim", "16")
+    assert result.returncode == 0, result.stderr
+    expected_ids = CharTokenizer().encode("Hello world!")
+    assert f"token ids     {expected_ids}" in result.stdout
+    assert "embeddings    shape (14, 16), dtype float32" in result.stdout
+    assert "output shape (14, 16)" in result.stdout
+    assert f"table memory  {99 * 16 * 4 / 2**20:.2f} MB (1,584 parameters" in result.stdout
+
+
+def test_embed_text_preview_values():
+    result = run_cli("embed", "Hi", "--dim", "8", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    rng = tinytorch.manual_seed(3)
+    expected = Embedding(99, 8, padding_idx=0, rng=rng)(CharTokenizer().encode("Hi")).data + PositionalEncoding(8, 512).pe.data[:4]
+    preview_line = next(line for line in result.stdout.splitlines() if "'H'" in line)
+    printed = [float(v) for v in preview_line.split("[")[1].split("...")[0].split()]
+    np.testing.assert_allclose(printed, expected[1, :6], atol=1e-4)
+
+
+def test_embed_builtin_corpus_saves_exact_vectors(tmp_path):
+    out = tmp_path / "vectors.npy"
+    result = run_cli("embed", "--dim", "8", "--max-length", "128", "--seed", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+
+    text = builtin_corpus()
+    windows = math.ceil(len(text) / 128)
+    vectors = np.load(out, mmap_mode="r")
+    assert vectors.shape == (windows, 128, 8)
+    assert "built-in corpus" in result.stdout
+    assert f"{len(text):,}" in result.stdout
+
+    tokenizer = CharTokenizer()
+    ids = np.array(tokenizer.encode(text, add_special_tokens=False))
+    rng = tinytorch.manual_seed(1)
+    table = Embedding(99, 8, padding_idx=0, rng=rng).weight.data
+    pe = PositionalEncoding(8, 128).pe.data
+    np.testing.assert_allclose(vectors[0], table[ids[:128]] + pe, rtol=1e-6)
+    tail = len(ids) - (windows - 1) * 128
+    np.testing.assert_allclose(vectors[-1, :tail], table[ids[(windows - 1) * 128 :]] + pe[:tail], rtol=1e-6)
+    np.testing.assert_allclose(vectors[-1, tail:], pe[tail:], rtol=1e-6)  # <PAD> rows are zero
+
+
+def test_embed_user_file_with_bpe_and_saved_vocab(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("tokens become vectors; vectors become meaning.\n" * 40 + "naïve café ☕\n", encoding="utf-8")
+    vocab = tmp_path / "bpe.json"
+    tokenizer = BPETokenizer(vocab_size=300)
+    tokenizer.train(corpus.read_text(encoding="utf-8"))
+    tokenizer.save(vocab)
+
+    result = run_cli("embed", "--file", str(corpus), "--tokenizer", "bpe", "--vocab", str(vocab), "--dim", "8", "--max-length", "32", "--positional", "learned")
+    assert result.returncode == 0, result.stderr
+    tokens = len(tokenizer.encode(corpus.read_text(encoding="utf-8"), add_special_tokens=False))
+    assert f"tokens            {tokens:,}" in result.stdout
+    assert f"({math.ceil(tokens / 32)}, 32, 8)" in result.stdout
+    assert f"bpe (vocab_size={tokenizer.vocab_size})" in result.stdout
+
+
+def test_embed_trains_bpe_on_the_input(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text(builtin_corpus()[:20_000], encoding="utf-8")
+    result = run_cli("embed", "--file", str(corpus), "--tokenizer", "bpe", "--bpe-vocab-size", "280", "--dim", "4")
+    assert result.returncode == 0, result.stderr
+    assert "bpe (vocab_size=280)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["embed", "--file", "missing.txt"], "No such file or directory: 'missing.txt'"),
+        (["embed", "--dim", "-3"], "argument --dim: expected a positive integer, received '-3'"),
+        (["embed", "--max-length", "zero"], "argument --max-length: expected a positive integer, received 'zero'"),
+        (["embed", "--tokenizer", "word"], "argument --tokenizer: invalid choice: 'word'"),
+        (["embed", "--positional", "rotary"], "argument --positional: invalid choice: 'rotary'"),
+        (["embed", "hi", "--file", "notes.txt"], "give either TEXT or --file, not both"),
+        (["embed", "hi", "--out", "x.npy"], "drop TEXT or --out"),
+        (["embed", "x" * 20, "--max-length", "10"], "the text is 22 tokens, more than --max-length 10"),
+        (["embed", "--file", "."], "is a directory"),
+        (["embed", "--file", "latin1.txt"], "is not valid UTF-8 text"),
+        (["embed", "hi", "--vocab", "broken.json"], "broken.json"),
+        (["embed", "--bogus"], "unrecognized arguments: --bogus"),
+        (["profile", "--repeats", "0"], "argument --repeats: expected a positive integer, received '0'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_print_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_profile_json_reports_bandwidth_fraction(tmp_path):
+    result = run_cli(
+        "profile", "--json", "--vocab-size", "2000", "--dim", "32", "--batch-sizes", "2", "4", "--seq-lengths", "16", "--repeats", "2", "--plot", str(tmp_path / "figures")
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    machine = report["machine_bandwidth"]["copy_bandwidth_gb_s"]
+    assert machine > 0
+    assert sorted(report["lookup"]) == ["batch_2_seq_16", "batch_4_seq_16"]
+    for entry in report["lookup"].values():
+        assert entry["bandwidth_fraction"] == pytest.approx(entry["memory_bandwidth_mb_s"] * 1e6 / (machine * 1e9))
+    assert "vocab_2000_dim_32" in report["memory_scaling"]
+    assert report["positional"]["sinusoidal"]["extrapolation"] is None
+    assert report["table"] == {"vocab_size": 2000, "embedding_dim": 32}
+    for name in ("positional_encoding.png", "memory_scaling.png", "lookup_throughput.png"):
+        assert (tmp_path / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_profile_renders_tables():
+    result = run_cli("profile", "--vocab-size", "1000", "--dim", "16", "--batch-sizes", "1", "--seq-lengths", "8", "--repeats", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Machine copy bandwidth:" in result.stdout
+    assert "of bandwidth" in result.stdout
+    assert "Memory scaling" in result.stdout
+    assert "no limit" in result.stdout
