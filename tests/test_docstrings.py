@@ -13,6 +13,7 @@ MODULES = [
     "tinytorch.core.random",
     "tinytorch.core.tokenization",
     "tinytorch.profiling",
+    "tinytorch.checkpoint",
 ]
 
 

@@ -125,6 +125,7 @@ def test_repr_lists_only_non_default_settings():
         ({"init_type": "he"}, ValueError, r"init_type must be one of 'uniform', 'normal', 'xavier'; received 'he'"),
         ({"dtype": np.int32}, ValueError, r"dtype must be float32 or float64; received int32"),
         ({"dtype": "not a dtype"}, TypeError, r"dtype must be a NumPy dtype; received 'not a dtype'"),
+        ({"dtype": None}, TypeError, r"dtype must be np.float32 or np.float64; received None"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, message):
@@ -194,6 +195,21 @@ def test_non_integer_ids_raise_type_error(bad_ids, dtype_name):
 def test_float_tensor_ids_raise_type_error():
     with pytest.raises(TypeError, match="received dtype float32"):
         Embedding(10, 4)(Tensor([2.7]))
+
+
+@pytest.mark.parametrize("huge", [10**30, 2**64, -(10**25)])
+def test_python_ints_beyond_int64_raise_value_error(huge):
+    with pytest.raises(ValueError, match=f"ids must fit in a 64-bit integer; received id {huge}"):
+        Embedding(10, 4)([1, huge])
+
+
+def test_reusing_id_array_before_backward_keeps_gradient_rows():
+    layer = Embedding(10, 2)
+    ids = np.array([1, 2])
+    out = layer(ids)
+    ids[:] = [7, 7]
+    out.sum().backward()
+    assert np.flatnonzero(layer.weight.grad.data[:, 0]).tolist() == [1, 2]
 
 
 def test_ragged_ids_raise_value_error():
@@ -349,12 +365,15 @@ def test_visualize_encoding_returns_figure():
     np.testing.assert_allclose(image, PositionalEncoding(16, 50).pe.data[:40, :8].T)
 
 
-def test_visualize_encoding_checks_arguments():
-    layer = PositionalEncoding(embedding_dim=16, max_seq_length=50)
-    with pytest.raises(ValueError, match="at most max_seq_length=50; received 51"):
-        layer.visualize_encoding(seq_length=51)
-    with pytest.raises(ValueError, match="at most embedding_dim=16; received 17"):
-        layer.visualize_encoding(seq_length=10, dims_to_show=17)
+def test_visualize_encoding_caps_sizes_and_checks_types():
+    pytest.importorskip("matplotlib")
+    layer = PositionalEncoding(embedding_dim=6, max_seq_length=50)
+    image = layer.visualize_encoding().axes[0].images[0].get_array()
+    assert image.shape == (6, 50)
+    with pytest.raises(ValueError, match="seq_length must be a positive integer; received 0"):
+        layer.visualize_encoding(seq_length=0)
+    with pytest.raises(TypeError, match=r"dims_to_show must be an integer; received 2\.5"):
+        layer.visualize_encoding(dims_to_show=2.5)
 
 
 def test_visualize_without_matplotlib_names_extra(monkeypatch):

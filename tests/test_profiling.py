@@ -119,7 +119,10 @@ def test_bad_arguments(profiler, call, error, message):
     [
         ({"repeats": 0}, ValueError, "repeats must be a positive integer; received 0"),
         ({"warmup": -1}, ValueError, r"warmup must be an integer >= 0; received -1"),
-        ({"machine_bandwidth_gb_s": 0}, ValueError, "machine_bandwidth_gb_s must be positive or None; received 0"),
+        ({"machine_bandwidth_gb_s": 0}, ValueError, "machine_bandwidth_gb_s must be a positive finite number or None; received 0"),
+        ({"machine_bandwidth_gb_s": "abc"}, ValueError, "received 'abc'"),
+        ({"machine_bandwidth_gb_s": True}, ValueError, "received True"),
+        ({"machine_bandwidth_gb_s": float("inf")}, ValueError, "received inf"),
         ({"rng": 3}, TypeError, "rng must be a numpy.random.Generator or None; received int"),
     ],
 )

@@ -327,3 +327,45 @@ def test_composite_attention_like_expression():
         return scores.masked_fill(mask, -1e9).softmax(axis=-1) @ k
 
     assert_gradients_match(attention, [q, k])
+
+
+@pytest.mark.parametrize("operand", ["3", None, object()])
+def test_non_numeric_operands_raise_type_error(operand):
+    with pytest.raises(TypeError, match="Tensor data must be numeric"):
+        Tensor([1.0, 2.0]) + operand
+
+
+def test_non_numeric_data_with_dtype_raises():
+    with pytest.raises(TypeError, match="received dtype object"):
+        Tensor(None, dtype=np.float32)
+
+
+def test_ragged_data_raises_value_error():
+    with pytest.raises(ValueError, match="rectangular array"):
+        Tensor([[1.0], [1.0, 2.0]])
+
+
+def test_integer_and_float32_give_float32():
+    ints = Tensor([1, 2, 3])
+    floats = Tensor([0.5, 0.5, 0.5])
+    for result in (ints + floats, floats + ints, ints * floats, floats - ints, ints / floats, ints @ floats):
+        assert result.dtype == np.float32
+
+
+def test_backward_gradient_must_be_numeric():
+    a = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError, match="must be numeric"):
+        (a * 2).backward([1.0, None])
+
+
+def test_mean_of_empty_axis_is_nan():
+    assert np.isnan(Tensor(np.ones((0, 3))).mean(axis=0).data).all()
+
+
+def test_gradcheck_handles_non_contiguous_input():
+    data = np.random.default_rng(0).standard_normal((3, 4)).T
+    x = Tensor(data, dtype=np.float64, requires_grad=True)
+    assert not x.data.flags.c_contiguous
+    analytic, numeric = compare_gradients(lambda t: t.tanh(), [x])
+    np.testing.assert_allclose(analytic[0], numeric[0], rtol=RTOL, atol=ATOL)
+    assert np.abs(numeric[0]).min() > 0.01  # a real gradient, not the zeros a copied view gives

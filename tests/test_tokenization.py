@@ -786,3 +786,15 @@ def test_save_overwrites_existing_file(tmp_path: Path):
     CharTokenizer({"<MASK>": 4}).save(path)
 
     assert CharTokenizer.load(path).vocab_size == 100
+
+
+@pytest.mark.parametrize("tokenizer_class", [CharTokenizer, BPETokenizer])
+def test_load_rejects_directory_and_deep_json(tmp_path, tokenizer_class):
+    with pytest.raises(ValueError, match="it is a directory"):
+        tokenizer_class.load(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ValueError, match="deep.json.*nested too deeply"):
+        tokenizer_class.load(deep)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike; received None"):
+        tokenizer_class.load(None)

@@ -8,6 +8,7 @@ POSIX and Windows when source and target share a file system.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +19,36 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     """Call ``write`` with a binary file object, then move the result onto ``path``.
 
     Returns the target path. If ``write`` raises, the temporary file is removed
-    and ``path`` keeps its previous content.
+    and ``path`` keeps its previous content. A symbolic link is followed, so
+    its target is replaced. The new file gets the usual permissions (0666
+    less the umask), or the old file's permissions when it replaces one.
+
+    Raises:
+        FileNotFoundError: the parent directory of ``path`` does not exist.
+        ValueError: ``path`` is a directory or another non-regular file (a
+            device, a pipe), which a rename would destroy.
     """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    descriptor, temporary_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=directory
-    )
+    target = Path(os.path.realpath(path))
+    directory = target.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(directory)!r} does not exist")
+    try:
+        existing = target.stat()
+    except FileNotFoundError:
+        mode = _default_file_mode()
+    else:
+        if not stat.S_ISREG(existing.st_mode):
+            kind = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
+            raise ValueError(f"cannot write {str(path)!r}: it is {kind}; choose a file path")
+        mode = stat.S_IMODE(existing.st_mode)
+
+    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary_name, mode)
         os.replace(temporary_name, target)
     except BaseException:
         Path(temporary_name).unlink(missing_ok=True)
@@ -41,6 +60,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` as UTF-8 to ``path`` atomically."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _default_file_mode() -> int:
+    # mkstemp creates files as 0600; a normal open() would give 0666 less the
+    # umask. Reading the umask means setting it, so it is restored at once.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,32 +1,52 @@
 """The ``tinytorch`` command: parse arguments, call the library, render the results.
 
 Subcommands:
-    embed    text -> token ids -> vectors -> position-aware vectors
-    profile  lookup throughput against the machine's memory bandwidth
+    embed               text -> token ids -> vectors -> position-aware vectors
+    profile             lookup throughput against the machine's memory bandwidth
+    train               learn embeddings with a small language model; report bits per character
+    compare-positional  the same model with sinusoidal, learned and no positions
+    neighbors           nearest tokens in a trained table
+    generate            sample text from a trained model
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import platform
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
 import tinytorch
-from tinytorch._atomic import atomic_write
+from tinytorch._atomic import atomic_write, atomic_write_text
+from tinytorch._plotting import import_figure
+from tinytorch.core.embeddings import BYTES_PER_MB as MB
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
 from tinytorch.core.tensor import no_grad
 from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
 from tinytorch.data import builtin_corpus, read_text_file
+from tinytorch.models import POSITIONAL_KINDS, generate
+from tinytorch.training import (
+    TOKENIZERS,
+    PreparedText,
+    TrainConfig,
+    TrainResult,
+    evaluate_bits_per_char,
+    load_trained_model,
+    prepare_text,
+    save_trained_model,
+    train_language_model,
+)
 
-MB = 2**20
 PREVIEW_TOKENS = 3
 PREVIEW_DIMS = 6
 
@@ -97,7 +117,91 @@ def _build_parser() -> _Parser:
     profile.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     profile.add_argument("--plot", type=Path, metavar="DIR", help="write PNG figures to DIR (needs the plot extra)")
     profile.add_argument("--seed", type=int, default=0, help="seed for random ids and tables (default: 0)")
+    profile.add_argument(
+        "--positional-report",
+        type=Path,
+        metavar="FILE",
+        help="compare.json from compare-positional, to show measured held-out bits per character",
+    )
+
+    defaults = TrainConfig()
+    train = commands.add_parser(
+        "train",
+        help="train a small language model and report held-out bits per character",
+        description=(
+            "Train a one-block causal transformer on the built-in corpus (or --corpus FILE), then report "
+            "held-out bits per character beside unigram and bigram baselines."
+        ),
+    )
+    _add_training_options(train, defaults)
+    train.add_argument("--out", type=Path, default=Path("tinytorch-run"), help="output directory (default: tinytorch-run)")
+
+    compare = commands.add_parser(
+        "compare-positional",
+        help="train with sinusoidal, learned and no positions; compare held-out bits per character",
+        description=(
+            "Train the same model three times (sinusoidal, learned, none) with the same steps and seed, and "
+            "report held-out bits per character at the training context and at twice that context."
+        ),
+    )
+    _add_training_options(compare, defaults, positional=False)
+    compare.add_argument("--out", type=Path, help="also write the results to this JSON file")
+
+    neighbors = commands.add_parser("neighbors", help="list the tokens nearest to TOKEN in a trained table")
+    neighbors.add_argument("token", help="a string that is exactly one token of the checkpoint's tokenizer")
+    neighbors.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory written by train")
+    neighbors.add_argument("-k", type=_positive_int, default=10, help="how many neighbours to list (default: 10)")
+
+    generate = commands.add_parser("generate", help="sample a continuation of a prompt from a trained model")
+    generate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory written by train")
+    generate.add_argument("--prompt", default="", help="text to continue (default: start from <BOS>)")
+    generate.add_argument("--length", type=_positive_int, default=200, help="tokens to generate (default: 200)")
+    generate.add_argument(
+        "--temperature", type=_non_negative_float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     return parser
+
+
+def _add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig, *, positional: bool = True) -> None:
+    parser.add_argument("--corpus", type=Path, help="UTF-8 text file to train on (default: the built-in corpus)")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default=defaults.tokenizer, help="tokenizer (default: char)")
+    parser.add_argument(
+        "--bpe-vocab-size", type=_positive_int, default=defaults.bpe_vocab_size, help="BPE vocab_size (default: 1000)"
+    )
+    if positional:
+        parser.add_argument(
+            "--positional", choices=POSITIONAL_KINDS, default=defaults.positional, help="positional information (default: sinusoidal)"
+        )
+    parser.add_argument("--context", type=_positive_int, default=defaults.context, help="window length in tokens (default: 64)")
+    parser.add_argument("--dim", type=_positive_int, default=defaults.embedding_dim, help="embedding_dim (default: 64)")
+    parser.add_argument("--heads", type=_positive_int, default=defaults.num_heads, help="attention heads (default: 4)")
+    parser.add_argument("--hidden", type=_positive_int, default=defaults.hidden_dim, help="MLP width (default: 256)")
+    parser.add_argument("--tie-weights", action="store_true", help="reuse the embedding table as the output layer")
+    parser.add_argument("--steps", type=_positive_int, default=defaults.steps, help="training steps (default: 1500)")
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="windows per step (default: 32)")
+    parser.add_argument("--lr", type=_non_negative_float, default=defaults.lr, help="peak AdamW learning rate (default: 0.003)")
+    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed, help="seed for weights and batches (default: 0)")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, received {text!r}")
+    return value
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -260,16 +364,26 @@ def _embed_corpus(args: argparse.Namespace) -> int:
 def _run_profile(args: argparse.Namespace) -> int:
     from tinytorch.profiling import EmbeddingProfiler, plot_lookup_throughput, plot_memory_scaling
 
+    if args.plot is not None:
+        import_figure()  # fail now, not after minutes of measuring, when matplotlib is missing
+        args.plot.mkdir(parents=True, exist_ok=True)
     rng = tinytorch.manual_seed(args.seed)
     profiler = EmbeddingProfiler(repeats=args.repeats, rng=rng)
     bandwidth = profiler.measure_memory_bandwidth()
     layer = Embedding(args.vocab_size, args.dim, rng=rng)
     lookup = profiler.measure_lookup_performance(layer, args.batch_sizes, args.seq_lengths)
     scaling = profiler.analyze_memory_scaling([1_000, 10_000, args.vocab_size], [64, 256, args.dim])
-    positional = profiler.compare_positional_encodings()
+    measured = None
+    if args.positional_report is not None:
+        try:
+            measured = json.loads(read_text_file(args.positional_report))["results"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{str(args.positional_report)!r} is not a compare-positional report (written with --out): {error}"
+            ) from error
+    positional = profiler.compare_positional_encodings(measured=measured)
 
     if args.plot is not None:
-        args.plot.mkdir(parents=True, exist_ok=True)
         figures = {
             "positional_encoding.png": PositionalEncoding(256, max_seq_length=100).visualize_encoding(100, 64),
             "memory_scaling.png": plot_memory_scaling(scaling),
@@ -322,17 +436,260 @@ def _run_profile(args: argparse.Namespace) -> int:
         )
     )
     print("\nPositional encodings (8 x 100 x 256 input)")
+    headers = ["kind", "forward ms", "MB", "parameters", "deterministic", "longest sequence"]
+    rows = [
+        [name, r["computation_time_ms"], r["memory_usage_mb"], r["parameters"], r["deterministic"], r["extrapolation"] or "no limit"]
+        for name, r in positional.items()
+    ]
+    if measured is not None:
+        headers += ["held-out bits/char", "at 2x context"]
+        for row, r in zip(rows, positional.values(), strict=True):
+            row += [r["heldout_bits_per_char"], r["heldout_bits_per_char_2x_context"] or "cannot run"]
+    print(format_table(headers, rows))
+    if args.plot is not None:
+        print(f"\nFigures written to {args.plot}/")
+    return 0
+
+
+# ---------------------------------------------------------------------- train
+
+
+def _train_config(args: argparse.Namespace, positional: str) -> TrainConfig:
+    return TrainConfig(
+        tokenizer=args.tokenizer,
+        bpe_vocab_size=args.bpe_vocab_size,
+        positional=positional,
+        context=args.context,
+        embedding_dim=args.dim,
+        num_heads=args.heads,
+        hidden_dim=args.hidden,
+        tie_weights=args.tie_weights,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+    )
+
+
+def _load_corpus(path: Path | None) -> tuple[str, str]:
+    if path is not None:
+        return read_text_file(path), str(path)
+    return builtin_corpus(), f"built-in corpus (pydoc_data.topics, Python {platform.python_version()})"
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a request to stop after the current step; a second one aborts."""
+    requested = False
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+        print("\ntinytorch: stopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int, float, float], None]]:
+    """Yield a per-step callback that draws a progress bar (tqdm) or, without tqdm, a line every 10%."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        every = max(1, total // 10)
+
+        def report(step: int, loss: float, tokens_per_second: float) -> None:
+            if step % every == 0 or step == total:
+                print(f"{label}: step {step}/{total}  loss {loss:.3f}  {tokens_per_second:,.0f} tokens/s", file=sys.stderr)
+
+        yield report
+        return
+
+    bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def update(step: int, loss: float, tokens_per_second: float) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{loss:.3f}", tokens_s=f"{tokens_per_second:,.0f}", refresh=False)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _train_one(config: TrainConfig, prepared: PreparedText, label: str) -> TrainResult:
+    with _stop_on_interrupt() as should_stop, _progress(config.steps, label) as on_step:
+        return train_language_model(
+            config, prepared.train_ids, prepared.tokenizer, on_step=on_step, should_stop=should_stop
+        )
+
+
+def _token_label(tokenizer: CharTokenizer | BPETokenizer, token_id: int) -> str:
+    text = tokenizer.decode([token_id], skip_special_tokens=False)
+    return text if text.strip() == text and text else repr(text)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    config = _train_config(args, args.positional)
+    text, source = _load_corpus(args.corpus)
+    prepared = prepare_text(config, text)
+    result = _train_one(config, prepared, "train")
+    if result.steps_done == 0:
+        raise ValueError("training stopped before its first step; nothing to save")
+
+    heldout_bpc = evaluate_bits_per_char(result.model, prepared.heldout_ids, prepared.heldout_chars, window=config.context)
+    bigram = prepared.baselines["bigram_bits_per_char"]
+    report = {
+        "tinytorch": tinytorch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "corpus": source,
+        "train_characters": prepared.train_chars,
+        "heldout_characters": prepared.heldout_chars,
+        "config": config.to_dict(),
+        "vocab_size": prepared.tokenizer.vocab_size,
+        "parameters": result.model.num_parameters(),
+        "steps_done": result.steps_done,
+        "interrupted": result.interrupted,
+        "train_seconds": result.train_seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "final_train_loss": result.losses[-1],
+        "heldout_bits_per_char": heldout_bpc,
+        **prepared.baselines,
+        "improvement_over_bigram": 1.0 - heldout_bpc / bigram,
+        "losses": result.losses,
+    }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_trained_model(args.out / "checkpoint", result.model, prepared.tokenizer, config, metadata={"report": "report.json"})
+    atomic_write_text(args.out / "report.json", json.dumps(report, indent=2) + "\n")
+    figure_note = _write_training_figures(args.out, result, prepared.tokenizer)
+
     print(
         format_table(
-            ("kind", "forward ms", "MB", "parameters", "deterministic", "longest sequence"),
+            ("quantity", "value"),
             [
-                (name, r["computation_time_ms"], r["memory_usage_mb"], r["parameters"], r["deterministic"], r["extrapolation"] or "no limit")
-                for name, r in positional.items()
+                ("corpus", source),
+                ("tokenizer", f"{config.tokenizer} (vocab_size={prepared.tokenizer.vocab_size})"),
+                ("model", f"{result.model.num_parameters():,} parameters, {config.positional} positions"),
+                ("steps", f"{result.steps_done} of {config.steps}" + (" (stopped early)" if result.interrupted else "")),
+                ("train time", f"{result.train_seconds:.1f} s, {result.tokens_per_second:,.0f} tokens/s"),
+                ("held-out bits/char", f"{heldout_bpc:.3f}"),
+                ("bigram baseline", f"{bigram:.3f}"),
+                ("unigram baseline", f"{prepared.baselines['unigram_bits_per_char']:.3f}"),
+                ("vs bigram", _relative_change(heldout_bpc, bigram)),
+                ("saved", f"{args.out}/ (checkpoint/, report.json{figure_note})"),
             ],
         )
     )
-    if args.plot is not None:
-        print(f"\nFigures written to {args.plot}/")
+    return 0
+
+
+def _relative_change(value: float, reference: float) -> str:
+    change = 1.0 - value / reference
+    return f"{abs(change):.1%} {'lower' if change >= 0 else 'higher'}"
+
+
+def _write_training_figures(out: Path, result: TrainResult, tokenizer: CharTokenizer | BPETokenizer) -> str:
+    """Write the loss curve and the PCA map; return the note for the summary line."""
+    try:
+        from tinytorch.visualize import plot_embedding_pca, plot_loss_curve
+
+        table = result.model.token_embedding.weight.data
+        labels = [_token_label(tokenizer, token_id) for token_id in range(table.shape[0])]
+        figures = {"loss_curve.png": plot_loss_curve(result.losses), "embeddings_pca.png": plot_embedding_pca(table, labels)}
+    except ImportError:
+        return "; install the plot extra for PNG figures"
+    for name, figure in figures.items():
+        atomic_write(out / name, lambda handle, figure=figure: figure.savefig(handle, format="png", dpi=120))
+    return ", " + ", ".join(figures)
+
+
+def _run_compare_positional(args: argparse.Namespace) -> int:
+    text, source = _load_corpus(args.corpus)
+    base = _train_config(args, "sinusoidal")
+    prepared = prepare_text(base, text)
+    results: dict[str, dict[str, Any]] = {}
+    for kind in POSITIONAL_KINDS:
+        config = dataclasses.replace(base, positional=kind)
+        result = _train_one(config, prepared, kind)
+        entry: dict[str, Any] = {
+            "steps_done": result.steps_done,
+            "tokens_per_second": result.tokens_per_second,
+            "heldout_bits_per_char": evaluate_bits_per_char(
+                result.model, prepared.heldout_ids, prepared.heldout_chars, window=config.context
+            ),
+            "heldout_bits_per_char_2x_context": None,
+        }
+        if result.model.max_seq_length is None or result.model.max_seq_length >= 2 * config.context:
+            entry["heldout_bits_per_char_2x_context"] = evaluate_bits_per_char(
+                result.model, prepared.heldout_ids, prepared.heldout_chars, window=2 * config.context
+            )
+        results[kind] = entry
+        if result.interrupted:
+            break
+
+    report = {
+        "corpus": source,
+        "config": base.to_dict(),
+        "bigram_bits_per_char": prepared.baselines["bigram_bits_per_char"],
+        "results": results,
+    }
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+
+    context = base.context
+    print(f"Held-out bits per character, {base.steps} steps, seed {base.seed}, {source}")
+    print(
+        format_table(
+            ("positional", f"context {context}", f"context {2 * context}", "tokens/s"),
+            [
+                (
+                    kind,
+                    entry["heldout_bits_per_char"],
+                    "cannot run" if entry["heldout_bits_per_char_2x_context"] is None else entry["heldout_bits_per_char_2x_context"],
+                    entry["tokens_per_second"],
+                )
+                for kind, entry in results.items()
+            ],
+        )
+    )
+    print(f"bigram baseline: {prepared.baselines['bigram_bits_per_char']:.3f} bits per character")
+    return 0
+
+
+# ---------------------------------------------------------------------- neighbors and generate
+
+
+def _run_neighbors(args: argparse.Namespace) -> int:
+    model, tokenizer, _ = load_trained_model(args.checkpoint)
+    ids = tokenizer.encode(args.token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(
+            f"TOKEN must be exactly one token of the checkpoint's tokenizer; {args.token!r} is {len(ids)} tokens"
+        )
+    neighbours = model.token_embedding.most_similar(ids[0], k=args.k)
+    print(f"Nearest tokens to {args.token!r} (id {ids[0]}) by cosine similarity")
+    print(
+        format_table(
+            ("rank", "token", "id", "cosine"),
+            [(rank, _token_label(tokenizer, token_id), token_id, score) for rank, (token_id, score) in enumerate(neighbours, 1)],
+        )
+    )
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    model, tokenizer, _ = load_trained_model(args.checkpoint)
+    prompt_ids = [tokenizer.bos_token_id, *tokenizer.encode(args.prompt, add_special_tokens=False)]
+    ids = generate(model, prompt_ids, args.length, temperature=args.temperature, rng=np.random.default_rng(args.seed))
+    print(args.prompt + tokenizer.decode(ids[len(prompt_ids) :]))
     return 0
 
 
@@ -343,13 +700,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tinytorch`` command and return its exit status."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    handlers = {"embed": _run_embed, "profile": _run_profile}
+    handlers = {
+        "embed": _run_embed,
+        "profile": _run_profile,
+        "train": _run_train,
+        "compare-positional": _run_compare_positional,
+        "neighbors": _run_neighbors,
+        "generate": _run_generate,
+    }
     try:
         return handlers[args.command](args)
     except (ValueError, OSError, ImportError) as error:
         # Bad input from the user (a missing file, a malformed vocabulary, a
         # missing extra): one line, no traceback.
         print(f"tinytorch: error: {error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("tinytorch: error: not enough memory; use smaller sizes (--dim, --max-length, --vocab-size)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinytorch: interrupted", file=sys.stderr)

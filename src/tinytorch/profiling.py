@@ -16,13 +16,14 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinytorch._checks import check_int, describe
 from tinytorch._plotting import import_figure
+from tinytorch.core.embeddings import BYTES_PER_MB as MB
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
 from tinytorch.core.random import resolve_rng
 from tinytorch.core.tensor import Tensor, no_grad
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MB = 2**20  # bytes in one MB of memory size
 # Distinct id batches cycled through during timing, so that no repeat finds
 # the previous repeat's rows already in cache.
 ID_BATCHES = 4
@@ -128,9 +128,13 @@ class EmbeddingProfiler:
     ) -> None:
         self.repeats = check_int("repeats", repeats, minimum=1)
         self.warmup = check_int("warmup", warmup, minimum=0)
-        if machine_bandwidth_gb_s is not None and not machine_bandwidth_gb_s > 0:
+        if machine_bandwidth_gb_s is not None and (
+            isinstance(machine_bandwidth_gb_s, bool)
+            or not isinstance(machine_bandwidth_gb_s, (int, float))
+            or not 0 < machine_bandwidth_gb_s < float("inf")
+        ):
             raise ValueError(
-                f"machine_bandwidth_gb_s must be positive or None; received {describe(machine_bandwidth_gb_s)}"
+                f"machine_bandwidth_gb_s must be a positive finite number or None; received {describe(machine_bandwidth_gb_s)}"
             )
         self.machine_bandwidth_gb_s = machine_bandwidth_gb_s
         self.rng = resolve_rng(rng)
@@ -244,6 +248,7 @@ class EmbeddingProfiler:
         *,
         batch_size: int = 8,
         max_seq_length: int | None = None,
+        measured: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Compare the sinusoidal and the learned positional encodings on the same input.
 
@@ -258,7 +263,11 @@ class EmbeddingProfiler:
             (whether the values follow from a formula rather than training) and
             ``extrapolation``: the longest sequence the encoding can be
             applied to, ``None`` meaning no limit. Whether a model trained at
-            one length works at another is a separate, measured question.
+            one length works at another is a separate, measured question:
+            pass ``measured``, the ``results`` of a ``tinytorch
+            compare-positional`` report, to add its held-out
+            ``heldout_bits_per_char`` and ``heldout_bits_per_char_2x_context``
+            to each entry (``None`` where the encoding could not run).
         """
         check_int("seq_length", seq_length, minimum=1)
         check_int("embedding_dim", embedding_dim, minimum=1)
@@ -277,7 +286,7 @@ class EmbeddingProfiler:
             with no_grad():
                 return median_seconds(lambda _: layer(x), repeats=self.repeats, warmup=self.warmup) * 1e3
 
-        return {
+        comparison = {
             "sinusoidal": {
                 "computation_time_ms": forward_time_ms(sinusoidal),
                 "memory_usage_mb": sinusoidal.pe.data.nbytes / MB,
@@ -293,6 +302,15 @@ class EmbeddingProfiler:
                 "extrapolation": table_rows,
             },
         }
+        if measured is not None:
+            for kind, entry in comparison.items():
+                if kind not in measured:
+                    raise ValueError(
+                        f"measured must hold results for {kind!r}; received keys {sorted(measured)}"
+                    )
+                for key in ("heldout_bits_per_char", "heldout_bits_per_char_2x_context"):
+                    entry[key] = measured[kind].get(key)
+        return comparison
 
 
 def plot_memory_scaling(results: dict[str, dict[str, float | int]]) -> Figure:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 INIT_TYPES = ("uniform", "normal", "xavier")
+BYTES_PER_MB = 2**20  # memory sizes use binary megabytes throughout tinytorch
 TABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -52,6 +53,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _check_table_dtype(dtype: Any) -> np.dtype:
+    if dtype is None:
+        raise TypeError("dtype must be np.float32 or np.float64; received None")
     try:
         resolved = np.dtype(dtype)
     except TypeError as error:
@@ -75,15 +78,20 @@ def init_table(
     U(-a, a) with a = sqrt(6 / (vocab_size + embedding_dim)).
     """
     shape = (vocab_size, embedding_dim)
+    # Drawn directly in the table's dtype (in place), so a large float32
+    # table never needs a float64 copy.
+    if init_type == "normal":
+        table = rng.standard_normal(shape, dtype=dtype)
+        table *= 1.0 / math.sqrt(embedding_dim)
+        return table
     if init_type == "uniform":
         bound = 1.0 / math.sqrt(embedding_dim)
-        table = rng.uniform(-bound, bound, size=shape)
-    elif init_type == "normal":
-        table = rng.normal(0.0, 1.0 / math.sqrt(embedding_dim), size=shape)
     else:
         bound = math.sqrt(6.0 / (vocab_size + embedding_dim))
-        table = rng.uniform(-bound, bound, size=shape)
-    return table.astype(dtype)
+    table = rng.random(shape, dtype=dtype)  # [0, 1)
+    table *= 2.0 * bound
+    table -= bound
+    return table
 
 
 class Embedding(Module):
@@ -119,6 +127,7 @@ class Embedding(Module):
         init_type: str = "uniform",
         dtype: Any = np.float32,
         *,
+        sparse: bool = False,
         rng: np.random.Generator | None = None,
     ) -> None:
         self.vocab_size = check_int("vocab_size", vocab_size, minimum=1)
@@ -126,6 +135,9 @@ class Embedding(Module):
         self.init_type = check_choice("init_type", init_type, INIT_TYPES)
         table_dtype = _check_table_dtype(dtype)
         self.padding_idx = self._normalize_padding_idx(padding_idx)
+        if not isinstance(sparse, bool):
+            raise TypeError(f"sparse must be True or False; received {describe(sparse)}")
+        self.sparse = sparse
 
         table = init_table(self.vocab_size, self.embedding_dim, init_type, table_dtype, resolve_rng(rng))
         if self.padding_idx is not None:
@@ -143,6 +155,33 @@ class Embedding(Module):
             )
         return int(padding_idx) % self.vocab_size
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights: Any,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        *,
+        sparse: bool = False,
+    ) -> Embedding:
+        """Build a table from a ``(vocab_size, embedding_dim)`` array of trained vectors.
+
+        The array is copied (as float32 unless it is float64). A frozen table
+        has ``requires_grad=False``: it gets no gradient, so optimizers leave
+        it alone. The ``padding_idx`` row keeps its given values.
+        """
+        array = np.asarray(weights.data if isinstance(weights, Tensor) else weights)
+        if array.dtype.kind != "f":
+            raise TypeError(f"weights must be a floating-point array; received dtype {array.dtype}")
+        if array.ndim != 2 or 0 in array.shape:
+            raise ValueError(
+                f"weights must be a non-empty 2-D array (vocab_size, embedding_dim); received shape {array.shape}"
+            )
+        dtype = np.float64 if array.dtype == np.float64 else np.float32
+        layer = cls(array.shape[0], array.shape[1], padding_idx=padding_idx, dtype=dtype, sparse=sparse)
+        layer.weight = Parameter(np.array(array, dtype=dtype), dtype=dtype, requires_grad=not freeze)
+        return layer
+
     @property
     def num_embeddings(self) -> int:
         """``vocab_size`` under PyTorch's name."""
@@ -150,7 +189,39 @@ class Embedding(Module):
 
     def forward(self, input_ids: Any) -> Tensor:
         """Return the table rows for ``input_ids`` (see the class docstring for shapes)."""
-        return F.embedding(input_ids, self.weight, self.padding_idx)
+        return F.embedding(input_ids, self.weight, self.padding_idx, sparse=self.sparse)
+
+    def attend(self, hidden: Tensor) -> Tensor:
+        """Score ``hidden`` vectors against every row of the table: ``hidden @ weight.T``.
+
+        Used as a weight-tied output layer, the table then gets gradients from
+        both the lookup and these logits, summed.
+
+        Shape:
+            ``(*, embedding_dim)`` -> ``(*, vocab_size)``.
+        """
+        if hidden.shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"attend expects vectors of embedding_dim={self.embedding_dim}; received shape {hidden.shape}"
+            )
+        return F.linear(hidden, self.weight)
+
+    def most_similar(self, token_id: int, k: int = 10) -> list[tuple[int, float]]:
+        """Return the ``k`` rows nearest to row ``token_id`` by cosine similarity, best first.
+
+        Each entry is ``(id, similarity)``; the row itself is left out.
+        """
+        check_int("token_id", token_id)
+        check_int("k", k, minimum=1)
+        if not 0 <= token_id < self.vocab_size:
+            raise ValueError(f"token_id must be in [0, {self.vocab_size}); received {describe(token_id)}")
+        table = self.weight.data.astype(np.float64)
+        norms = np.linalg.norm(table, axis=1)
+        norms[norms == 0] = 1.0  # an all-zero row (padding) has similarity 0 with everything
+        similarity = table @ table[token_id] / (norms * norms[token_id])
+        similarity[token_id] = -np.inf
+        order = np.argsort(-similarity, kind="stable")[: min(k, self.vocab_size - 1)]
+        return [(int(index), float(similarity[index])) for index in order]
 
     def get_memory_usage(self) -> dict[str, float | int]:
         """Return the table's memory use, computed from its real dtype.
@@ -160,7 +231,7 @@ class Embedding(Module):
         """
         itemsize = self.weight.dtype.itemsize
         return {
-            "total_memory_mb": self.weight.data.nbytes / 2**20,
+            "total_memory_mb": self.weight.data.nbytes / BYTES_PER_MB,
             "memory_per_token_kb": self.embedding_dim * itemsize / 2**10,
             "total_parameters": self.vocab_size * self.embedding_dim,
             "vocab_size": self.vocab_size,
@@ -175,6 +246,8 @@ class Embedding(Module):
             settings.append(f"init_type={self.init_type!r}")
         if self.weight.dtype != np.float32:
             settings.append(f"dtype={self.weight.dtype}")
+        if self.sparse:
+            settings.append("sparse=True")
         return f"Embedding({', '.join(settings)})"
 
 
@@ -275,19 +348,13 @@ class PositionalEncoding(Module):
 
         Nothing is shown or saved; call ``figure.savefig(path)`` to keep it.
         Needs the ``plot`` extra: ``pip install 'tinytorch-embeddings[plot]'``.
+
+        Note:
+            ``seq_length`` and ``dims_to_show`` are capped at the table's size,
+            so the defaults work for any table.
         """
-        check_int("seq_length", seq_length, minimum=1)
-        check_int("dims_to_show", dims_to_show, minimum=1)
-        if seq_length > self.max_seq_length:
-            raise ValueError(
-                f"seq_length must be at most max_seq_length={self.max_seq_length}; "
-                f"received {describe(seq_length)}"
-            )
-        if dims_to_show > self.embedding_dim:
-            raise ValueError(
-                f"dims_to_show must be at most embedding_dim={self.embedding_dim}; "
-                f"received {describe(dims_to_show)}"
-            )
+        seq_length = min(check_int("seq_length", seq_length, minimum=1), self.max_seq_length)
+        dims_to_show = min(check_int("dims_to_show", dims_to_show, minimum=1), self.embedding_dim)
         figure = import_figure()(figsize=(8, 4.5))
         axes = figure.add_subplot()
         image = axes.imshow(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 
 from tinytorch._checks import check_probability, describe
 from tinytorch.core import kernels
-from tinytorch.core.tensor import Tensor
+from tinytorch.core.tensor import RowSparseGrad, Tensor, is_grad_enabled
 
 
 def as_id_array(input_ids: Any) -> np.ndarray:
@@ -30,6 +31,12 @@ def as_id_array(input_ids: Any) -> np.ndarray:
         ) from error
     if ids.size == 0:
         return ids.astype(np.int64)
+    if ids.dtype == object and all(
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in ids.flat
+    ):
+        # Python ints too large for int64 arrive as objects; they are ids, only out of range.
+        too_large = max(ids.flat, key=abs)
+        raise ValueError(f"ids must fit in a 64-bit integer; received id {too_large}")
     if ids.dtype.kind not in "iu":
         raise TypeError(
             "ids must be integers (int32 or int64 for example); "
@@ -55,12 +62,15 @@ def check_ids_in_range(ids: np.ndarray, num_rows: int) -> None:
         )
 
 
-def embedding(input_ids: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+def embedding(
+    input_ids: Any, weight: Tensor, padding_idx: int | None = None, *, sparse: bool = False
+) -> Tensor:
     """Look up the rows of ``weight`` selected by ``input_ids``.
 
     The gradient with respect to ``weight`` scatter-adds the upstream gradient
     row by row, so repeated ids accumulate; the ``padding_idx`` row (a
-    non-negative index) receives none.
+    non-negative index) receives none. With ``sparse=True`` the gradient is a
+    ``RowSparseGrad`` holding only the rows that the ids touched.
 
     Shape:
         ``input_ids (*)``, ``weight (num_embeddings, embedding_dim)`` -> ``(*, embedding_dim)``.
@@ -75,15 +85,107 @@ def embedding(input_ids: Any, weight: Tensor, padding_idx: int | None = None) ->
     check_ids_in_range(ids, num_rows)
 
     out = kernels.gather_rows(weight.data, ids)  # (*, embedding_dim)
+    # A private copy, so that a caller who reuses the id array before
+    # backward() cannot redirect the gradient to other rows.
+    flat_ids = ids.reshape(-1).copy() if weight.requires_grad and is_grad_enabled() else ids.reshape(-1)
 
-    def backward(grad: np.ndarray) -> tuple[np.ndarray]:
+    def dense_backward(grad: np.ndarray) -> tuple[np.ndarray]:
         flat_grad = grad.reshape(-1, grad.shape[-1])  # (n, embedding_dim)
-        table_grad = kernels.scatter_add_rows(ids.reshape(-1), flat_grad, num_rows)
+        table_grad = kernels.scatter_add_rows(flat_ids, flat_grad, num_rows)
         if padding_idx is not None:
             table_grad[padding_idx] = 0
         return (table_grad,)
 
-    return Tensor._from_op(out, (weight,), backward)
+    def sparse_backward(grad: np.ndarray) -> tuple[RowSparseGrad]:
+        flat_grad = grad.reshape(-1, grad.shape[-1])  # (n, embedding_dim)
+        if flat_ids.size == 0:
+            rows, sums = flat_ids, flat_grad
+        else:
+            rows, sums = kernels.sum_rows_by_id(flat_ids, flat_grad)
+        if padding_idx is not None:
+            keep = rows != padding_idx
+            rows, sums = rows[keep], sums[keep]
+        return (RowSparseGrad(rows, sums, weight.shape),)
+
+    return Tensor._from_op(out, (weight,), sparse_backward if sparse else dense_backward)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Apply ``x @ weight.T + bias`` as one graph node.
+
+    Shape:
+        ``x (*, in_features)``, ``weight (out_features, in_features)``,
+        ``bias (out_features,)`` -> ``(*, out_features)``.
+    """
+    x_data, w = x.data, weight.data
+    out = x_data @ w.T
+    if bias is not None:
+        out += bias.data
+
+    def backward(grad: np.ndarray) -> tuple[np.ndarray, ...]:
+        flat_grad = grad.reshape(-1, grad.shape[-1])  # (n, out_features)
+        flat_x = x_data.reshape(-1, x_data.shape[-1])  # (n, in_features)
+        grad_x = grad @ w  # (*, in_features)
+        grad_w = flat_grad.T @ flat_x  # (out_features, in_features)
+        if bias is None:
+            return grad_x, grad_w
+        return grad_x, grad_w, flat_grad.sum(axis=0)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._from_op(out, parents, backward)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Normalize over the last axis to zero mean and unit variance, then scale and shift.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, with the biased
+    variance, as one graph node.
+
+    Shape:
+        ``x (*, d)``, ``weight (d,)``, ``bias (d,)`` -> ``(*, d)``.
+    """
+    x_data = x.data
+    mean = x_data.mean(axis=-1, keepdims=True)
+    centered = x_data - mean
+    inv_std = 1.0 / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    normalized = centered * inv_std  # (*, d)
+    out = normalized * weight.data + bias.data
+
+    def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        reduce_axes = tuple(range(grad.ndim - 1))
+        grad_weight = (grad * normalized).sum(axis=reduce_axes)
+        grad_bias = grad.sum(axis=reduce_axes)
+        grad_normalized = grad * weight.data
+        # d/dx of (x - mean) * inv_std, projected off the mean and the normalized direction.
+        grad_x = inv_std * (
+            grad_normalized
+            - grad_normalized.mean(axis=-1, keepdims=True)
+            - normalized * (grad_normalized * normalized).mean(axis=-1, keepdims=True)
+        )
+        return grad_x, grad_weight, grad_bias
+
+    return Tensor._from_op(out.astype(x_data.dtype, copy=False), (x, weight, bias), backward)
+
+
+_GELU_SCALE = np.sqrt(2.0 / np.pi)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU with the tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+
+    This is the form GPT-2 uses and that PyTorch computes with ``approximate='tanh'``.
+    """
+    x_data = x.data
+    inner = _GELU_SCALE * (x_data + 0.044715 * x_data**3)
+    tanh_inner = np.tanh(inner)
+    out = 0.5 * x_data * (1.0 + tanh_inner)
+
+    def backward(grad: np.ndarray) -> tuple[np.ndarray]:
+        d_inner = _GELU_SCALE * (1.0 + 3 * 0.044715 * x_data**2)
+        local = 0.5 * (1.0 + tanh_inner) + 0.5 * x_data * (1.0 - tanh_inner**2) * d_inner
+        return (grad * local,)
+
+    return Tensor._from_op(out.astype(x_data.dtype, copy=False), (x,), backward)
 
 
 def dropout(x: Tensor, p: float, *, training: bool, rng: np.random.Generator) -> Tensor:

@@ -48,15 +48,14 @@ def compare_gradients(
 
     numeric = []
     for tensor in inputs:
-        grad = np.zeros_like(tensor.data, dtype=np.float64)
-        flat = tensor.data.reshape(-1)  # a view: edits change the input in place
-        for j in range(flat.size):
-            original = flat[j]
-            flat[j] = original + eps
+        grad = np.zeros(tensor.shape, dtype=np.float64)
+        for index in np.ndindex(tensor.shape):  # works for non-contiguous data too
+            original = tensor.data[index]
+            tensor.data[index] = original + eps
             plus = objective()
-            flat[j] = original - eps
+            tensor.data[index] = original - eps
             minus = objective()
-            flat[j] = original
-            grad.reshape(-1)[j] = (plus - minus) / (2 * eps)
+            tensor.data[index] = original
+            grad[index] = (plus - minus) / (2 * eps)
         numeric.append(grad)
     return analytic, numeric

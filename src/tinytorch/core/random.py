@@ -21,11 +21,6 @@ def manual_seed(seed: int) -> np.random.Generator:
     return _generator
 
 
-def default_generator() -> np.random.Generator:
-    """Return the generator seeded by the latest ``manual_seed`` call."""
-    return _generator
-
-
 def resolve_rng(rng: np.random.Generator | None) -> np.random.Generator:
     """Return ``rng`` if given, else the default generator; reject other types."""
     if rng is None:

@@ -18,10 +18,11 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
 from tinytorch._checks import describe
+from tinytorch.core import kernels
 
 # A backward rule maps the output's gradient to one gradient per parent
 # (``None`` for a parent that needs none).
-BackwardRule = Callable[[np.ndarray], Sequence[np.ndarray | None]]
+BackwardRule = Callable[[np.ndarray], Sequence["np.ndarray | RowSparseGrad | None"]]
 
 _grad_enabled = True
 
@@ -53,16 +54,68 @@ def is_grad_enabled() -> bool:
 def _to_array(data: Any, dtype: Any) -> np.ndarray:
     if isinstance(data, Tensor):
         data = data.data
-    array = np.asarray(data, dtype=dtype)
-    if dtype is None and array.dtype == np.float64:
-        # float32 is the working precision; float64 must be asked for by dtype.
-        array = array.astype(np.float32)
+    try:
+        # Check the data before any cast, so that "3" or None never becomes a number.
+        array = np.asarray(data)
+    except ValueError as error:
+        raise ValueError(f"Tensor data must form a rectangular array; received {describe(data)}: {error}") from error
     if array.dtype.kind not in "biuf":
         raise TypeError(
             "Tensor data must be numeric (bool, integer or floating point); "
             f"received dtype {array.dtype} from {describe(data)}"
         )
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if array.dtype == np.float64:
+        # float32 is the working precision; float64 must be asked for by dtype.
+        return array.astype(np.float32)
     return array
+
+
+class RowSparseGrad:
+    """A gradient that is zero except in a few rows of a 2-D table.
+
+    ``indices`` holds sorted unique row numbers and ``values`` their rows, so
+    an optimizer can update just those rows. Adding another gradient merges
+    (with another ``RowSparseGrad``) or densifies (with an array).
+
+    Shape:
+        ``indices (u,)``, ``values (u, dim)``, representing ``shape == (num_rows, dim)``.
+    """
+
+    __array_ufunc__ = None  # make ``ndarray + RowSparseGrad`` call __radd__
+
+    def __init__(self, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> None:
+        self.indices = indices
+        self.values = values
+        self.shape = shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of ``values``."""
+        return self.values.dtype
+
+    def to_dense(self) -> np.ndarray:
+        """Return the full ``shape`` array, with zeros in the rows not listed."""
+        dense = np.zeros(self.shape, dtype=self.values.dtype)
+        dense[self.indices] = self.values
+        return dense
+
+    def __add__(self, other: Any) -> RowSparseGrad | np.ndarray:
+        if isinstance(other, RowSparseGrad):
+            indices, values = kernels.sum_rows_by_id(
+                np.concatenate([self.indices, other.indices]),
+                np.concatenate([self.values, other.values]),
+            )
+            return RowSparseGrad(indices, values, self.shape)
+        dense = np.array(other, dtype=np.result_type(other, self.values), copy=True)
+        dense[self.indices] += self.values
+        return dense
+
+    __radd__ = __add__
+
+    def __repr__(self) -> str:
+        return f"RowSparseGrad(rows={self.indices.size} of {self.shape[0]}, dim={self.shape[1]}, dtype={self.dtype})"
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -112,7 +165,8 @@ class Tensor:
                 f"received dtype {self.data.dtype}. Pass dtype=np.float32 or np.float64"
             )
         self.requires_grad: bool = bool(requires_grad)
-        self.grad: Tensor | None = None
+        # A Tensor, or a RowSparseGrad for tables built with sparse=True.
+        self.grad: Tensor | RowSparseGrad | None = None
         self._parents: tuple[Tensor, ...] = ()
         self._backward: BackwardRule | None = None
 
@@ -218,14 +272,13 @@ class Tensor:
                 )
             seed = np.ones_like(self.data)
         else:
-            seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
+            seed = _to_array(gradient, self.dtype)
             if seed.shape != self.shape:
                 raise ValueError(
                     f"gradient must have the tensor's shape {self.shape}; received shape {seed.shape}"
                 )
-            seed = seed.astype(self.dtype, copy=False)
 
-        grads: dict[int, np.ndarray] = {id(self): seed}
+        grads: dict[int, np.ndarray | RowSparseGrad] = {id(self): seed}
         for node in self._reverse_topological_order():
             grad = grads.pop(id(node), None)
             if grad is None:
@@ -264,12 +317,15 @@ class Tensor:
         order.reverse()
         return order
 
-    def _accumulate(self, grad: np.ndarray) -> None:
-        grad = grad.astype(self.dtype, copy=False)
-        if self.grad is None:
-            self.grad = Tensor(np.array(grad, copy=True), dtype=self.dtype)
+    def _accumulate(self, grad: np.ndarray | RowSparseGrad) -> None:
+        previous = self.grad.data if isinstance(self.grad, Tensor) else self.grad
+        total = grad if previous is None else previous + grad
+        if isinstance(total, RowSparseGrad):
+            self.grad = total
         else:
-            self.grad = Tensor(self.grad.data + grad, dtype=self.dtype)
+            # The first gradient may be an array that the graph still uses, so it is copied.
+            owned = np.array(total, dtype=self.dtype) if previous is None else total.astype(self.dtype, copy=False)
+            self.grad = Tensor(owned, dtype=self.dtype)
 
     # ------------------------------------------------------------------ arithmetic
 
@@ -277,16 +333,26 @@ class Tensor:
         """Wrap a scalar or array operand; a floating tensor casts it to its own dtype.
 
         So ``float32_tensor * 0.5`` stays float32 and a float64 tensor keeps
-        float64 operands exact.
+        float64 operands exact. An integer or bool tensor combined with a
+        floating one takes the floating dtype, as in PyTorch.
         """
         if isinstance(other, Tensor):
+            if self.dtype.kind == "f" and other.dtype.kind != "f":
+                return Tensor(other.data, dtype=self.dtype)
             return other
         if self.dtype.kind == "f":
             return Tensor(other, dtype=self.dtype)
         return Tensor(other)
 
-    def __add__(self, other: Any) -> Tensor:
+    def _operands(self, other: Any) -> tuple[Tensor, Tensor]:
+        """Return ``(self, other)`` as tensors, with an integer side cast to the other's floating dtype."""
         other = self._coerce(other)
+        if other.dtype.kind == "f" and self.dtype.kind != "f":
+            return Tensor(self.data, dtype=other.dtype), other
+        return self, other
+
+    def __add__(self, other: Any) -> Tensor:
+        self, other = self._operands(other)
         a_shape, b_shape = self.shape, other.shape
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +367,7 @@ class Tensor:
         return Tensor._from_op(-self.data, (self,), lambda grad: (-grad,))
 
     def __sub__(self, other: Any) -> Tensor:
-        other = self._coerce(other)
+        self, other = self._operands(other)
         a_shape, b_shape = self.shape, other.shape
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +379,7 @@ class Tensor:
         return self._coerce(other) - self
 
     def __mul__(self, other: Any) -> Tensor:
-        other = self._coerce(other)
+        self, other = self._operands(other)
         a, b = self.data, other.data
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +391,7 @@ class Tensor:
         return self._coerce(other) * self
 
     def __truediv__(self, other: Any) -> Tensor:
-        other = self._coerce(other)
+        self, other = self._operands(other)
         a, b = self.data, other.data
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +403,7 @@ class Tensor:
         return self._coerce(other) / self
 
     def __pow__(self, exponent: Any) -> Tensor:
-        exponent = self._coerce(exponent)
+        self, exponent = self._operands(exponent)
         base, power = self.data, exponent.data
         out = base**power
 
@@ -367,7 +433,7 @@ class Tensor:
             ``(*, n, k) @ (*, k, m) -> (*, n, m)``; 1-D operands act as a row
             (left) or a column (right) vector, as in ``numpy.matmul``.
         """
-        other = self._coerce(other)
+        self, other = self._operands(other)
         a, b = self.data, other.data
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +473,8 @@ class Tensor:
         """Average over ``axis`` (all axes when ``None``)."""
         axes = _normalize_axes(axis, self.ndim)
         count = int(np.prod([self.shape[a] for a in axes])) if axes else 1
-        return self.sum(axis=axes, keepdims=keepdims) * (1.0 / count)
+        # The mean of no elements is NaN, as in NumPy and PyTorch.
+        return self.sum(axis=axes, keepdims=keepdims) * (1.0 / count if count else np.nan)
 
     def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         """Maximum over ``axis``; the gradient is shared equally between tied maxima."""
@@ -451,10 +518,17 @@ class Tensor:
         shape = self.shape
         dtype = self.dtype
 
+        parts = index if isinstance(index, tuple) else (index,)
+        advanced = any(not isinstance(part, (numbers.Integral, slice, type(None), type(Ellipsis))) for part in parts)
+
         def backward(grad: np.ndarray) -> tuple[np.ndarray]:
             full = np.zeros(shape, dtype=dtype)
-            # np.add.at accumulates repeated indices, which plain assignment would drop.
-            np.add.at(full, index, grad)
+            if advanced:
+                # Integer arrays may repeat an index; np.add.at accumulates the
+                # repeats, where plain assignment would keep only one.
+                np.add.at(full, index, grad)
+            else:
+                full[index] = grad
             return (full,)
 
         return Tensor._from_op(self.data[index], (self,), backward)

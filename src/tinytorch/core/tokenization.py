@@ -372,7 +372,11 @@ def _read_vocabulary_file(
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not UTF-8 JSON, or its tag or version is wrong.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike; received {describe(path)}")
     file_path = Path(path)
+    if file_path.is_dir():
+        raise _invalid_file(file_path, format_tag, "it is a directory, not a vocabulary file")
     try:
         text = file_path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -381,6 +385,8 @@ def _read_vocabulary_file(
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise _invalid_file(file_path, format_tag, f"not valid JSON ({error})") from error
+    except RecursionError as error:
+        raise _invalid_file(file_path, format_tag, "JSON nested too deeply to be a vocabulary") from error
 
     if not isinstance(data, dict):
         raise _invalid_file(
@@ -428,7 +434,9 @@ class CharTokenizer(_Tokenizer):
         Newlines, tabs and non-ASCII characters map to ``<UNK>``, so
         ``decode(encode(text)) == text`` holds only for printable ASCII text.
         Special token names in the text, such as ``"<EOS>"``, are encoded
-        character by character, except single-character names.
+        character by character. A single-character special token name (say
+        ``{"a": 5}``) takes that character's place, so ``decode`` with
+        ``skip_special_tokens=True`` drops the character.
     """
 
     def __init__(self, special_tokens: Mapping[str, int] | None = None) -> None:
@@ -667,7 +675,9 @@ class BPETokenizer(_Tokenizer):
         """Decode ids to text, dropping special tokens or writing their names.
 
         Bytes that do not form valid UTF-8, which only arbitrary id sequences
-        produce, decode to U+FFFD.
+        produce, decode to U+FFFD, except the UTF-8 form of a surrogate code
+        point, which decodes to that lone surrogate so that every ``str``
+        round-trips.
 
         Raises:
             TypeError: ``tokens`` is not a list, tuple or integer array, or one id

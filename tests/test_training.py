@@ -1,0 +1,188 @@
+"""Training pieces: data split, batches, schedule, baselines, evaluation, checkpoints of trained models."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tinytorch.core.losses import cross_entropy
+from tinytorch.core.tensor import no_grad
+from tinytorch.core.tokenization import CharTokenizer
+from tinytorch.models import ModelConfig, TransformerLM, generate
+from tinytorch.training import (
+    TrainConfig,
+    encode_ids,
+    evaluate_bits_per_char,
+    learning_rate,
+    load_trained_model,
+    ngram_baselines,
+    prepare_text,
+    sample_batch,
+    save_trained_model,
+    split_text,
+    train_language_model,
+)
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40
+
+TINY = TrainConfig(context=8, embedding_dim=16, num_heads=2, hidden_dim=32, batch_size=8, steps=40, lr=0.01, warmup_steps=5)
+
+
+def test_split_is_ninety_ten_by_characters():
+    train, heldout = split_text("abcdefghij" * 10)
+    assert len(train) == 90 and len(heldout) == 10
+    assert train + heldout == "abcdefghij" * 10
+
+
+def test_encode_ids_prepends_bos():
+    tokenizer = CharTokenizer()
+    assert encode_ids(tokenizer, "ab").tolist() == [2, *tokenizer.encode("ab", add_special_tokens=False)]
+
+
+def test_sample_batch_targets_are_shifted_inputs():
+    ids = np.arange(100)
+    inputs, targets = sample_batch(ids, 5, 7, np.random.default_rng(0))
+    assert inputs.shape == targets.shape == (5, 7)
+    np.testing.assert_array_equal(targets, inputs + 1)
+    assert targets.max() <= 99
+
+
+def test_learning_rate_schedule_points():
+    config = TrainConfig(lr=1.0, steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(0, config) == pytest.approx(0.1)
+    assert learning_rate(9, config) == pytest.approx(1.0)
+    assert learning_rate(10, config) == pytest.approx(1.0)
+    assert learning_rate(60, config) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert learning_rate(110, config) == pytest.approx(0.1)
+
+
+def test_ngram_baselines_match_direct_counting():
+    train_ids = np.array([0, 1, 1, 2, 1, 0])
+    heldout_ids = np.array([1, 2, 2, 0])
+    result = ngram_baselines(train_ids, heldout_ids, vocab_size=3, num_chars=5)
+
+    counts = {0: 2, 1: 3, 2: 1}
+    unigram_bits = -sum(math.log2((counts[t] + 1) / (6 + 3)) for t in heldout_ids[1:])
+    pairs = list(zip(train_ids[:-1], train_ids[1:]))
+    bigram_bits = 0.0
+    for s, t in zip(heldout_ids[:-1], heldout_ids[1:]):
+        pair_count = pairs.count((s, t))
+        left_count = sum(1 for a, _ in pairs if a == s)
+        bigram_bits -= math.log2((pair_count + 1) / (left_count + 3))
+    assert result["unigram_bits_per_char"] == pytest.approx(unigram_bits / 5)
+    assert result["bigram_bits_per_char"] == pytest.approx(bigram_bits / 5)
+
+
+@pytest.mark.parametrize("window", [3, 5, 100])
+def test_evaluation_scores_every_token_once(window):
+    model = TransformerLM(ModelConfig(vocab_size=12, context=8, embedding_dim=8, num_heads=2, hidden_dim=16), rng=np.random.default_rng(0))
+    ids = np.random.default_rng(1).integers(0, 12, size=23)
+    with no_grad():
+        # Direct computation: each window predicts the tokens after its first.
+        total = 0.0
+        for start in range(0, ids.size - 1, window):
+            inputs, targets = ids[start : min(start + window, ids.size - 1)], ids[start + 1 : start + window + 1]
+            total += cross_entropy(model(inputs[np.newaxis]), targets[np.newaxis], reduction="sum").item()
+    if window > 8:
+        return  # longer than the sinusoidal evaluation needs; covered below
+    expected = total / math.log(2) / 40
+    assert evaluate_bits_per_char(model, ids, 40, window=window, batch_size=2) == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluation_of_uniform_model_is_log2_vocab_per_token():
+    model = TransformerLM(ModelConfig(vocab_size=16, context=4, embedding_dim=4, num_heads=1, hidden_dim=8), rng=np.random.default_rng(0))
+    model.head.weight.data[...] = 0
+    model.head.bias.data[...] = 0
+    ids = np.arange(11) % 16
+    assert evaluate_bits_per_char(model, ids, 10, window=4) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_prepare_text_and_tiny_training_beats_bigram():
+    prepared = prepare_text(TINY, TEXT)
+    assert prepared.train_chars + prepared.heldout_chars == len(TEXT)
+    assert prepared.train_ids[0] == prepared.tokenizer.bos_token_id
+    seen = []
+    result = train_language_model(TINY, prepared.train_ids, prepared.tokenizer, on_step=lambda s, l, t: seen.append((s, l, t)))
+    assert result.steps_done == 40 and not result.interrupted
+    assert [step for step, _, _ in seen] == list(range(1, 41))
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    assert result.tokens_per_second > 0
+    bpc = evaluate_bits_per_char(result.model, prepared.heldout_ids, prepared.heldout_chars, window=TINY.context)
+    assert bpc < prepared.baselines["bigram_bits_per_char"]
+
+
+def test_training_is_reproducible_and_stoppable():
+    prepared = prepare_text(TINY, TEXT)
+    short = TrainConfig(**{**TINY.to_dict(), "steps": 5})
+    first = train_language_model(short, prepared.train_ids, prepared.tokenizer)
+    second = train_language_model(short, prepared.train_ids, prepared.tokenizer)
+    assert first.losses == second.losses
+    calls = iter([False, False, True])
+    stopped = train_language_model(short, prepared.train_ids, prepared.tokenizer, should_stop=lambda: next(calls))
+    assert stopped.interrupted and stopped.steps_done == 2
+    assert stopped.losses == first.losses[:2]
+
+
+def test_training_rejects_text_shorter_than_context():
+    config = TrainConfig(context=64)
+    tokenizer = CharTokenizer()
+    with pytest.raises(ValueError, match="too few for context=64"):
+        train_language_model(config, encode_ids(tokenizer, "short"), tokenizer)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tokenizer": "word"}, ValueError, "tokenizer must be one of 'char', 'bpe'; received 'word'"),
+        ({"steps": 0}, ValueError, "steps must be a positive integer; received 0"),
+        ({"lr": -0.1}, ValueError, r"lr must be a number >= 0; received -0\.1"),
+        ({"min_lr_ratio": 2}, ValueError, r"min_lr_ratio must be in \[0, 1\]; received 2"),
+    ],
+)
+def test_bad_train_config(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    prepared = prepare_text(TINY, TEXT)
+    config = TrainConfig(**{**TINY.to_dict(), "steps": 10})
+    result = train_language_model(config, prepared.train_ids, prepared.tokenizer)
+    save_trained_model(tmp_path / "checkpoint", result.model, prepared.tokenizer, config)
+
+    model, tokenizer, loaded_config = load_trained_model(tmp_path / "checkpoint")
+    assert loaded_config == config
+    assert tokenizer.encode(TEXT[:50]) == prepared.tokenizer.encode(TEXT[:50])
+    for name, array in result.model.state_dict().items():
+        assert model.state_dict()[name].dtype == array.dtype
+        assert model.state_dict()[name].tobytes() == array.tobytes()
+    prompt = [tokenizer.bos_token_id, *tokenizer.encode("the", add_special_tokens=False)]
+    assert generate(model, prompt, 30, rng=np.random.default_rng(3)) == generate(result.model, prompt, 30, rng=np.random.default_rng(3))
+
+
+def test_truncated_checkpoint_is_rejected(tmp_path):
+    prepared = prepare_text(TINY, TEXT)
+    model = TransformerLM(TINY.model_config(prepared.tokenizer.vocab_size))
+    directory = save_trained_model(tmp_path / "checkpoint", model, prepared.tokenizer, TINY)
+    tensors = directory / "model.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_trained_model(directory)
+
+
+def test_checkpoint_with_mismatched_config_is_rejected(tmp_path):
+    prepared = prepare_text(TINY, TEXT)
+    model = TransformerLM(TINY.model_config(prepared.tokenizer.vocab_size))
+    directory = save_trained_model(tmp_path / "checkpoint", model, prepared.tokenizer, TINY)
+    config_path = directory / "config.json"
+    document = json.loads(config_path.read_text())
+    document["config"]["model"]["hidden_dim"] = 64
+    config_path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"model.safetensors' does not match its config.*block.mlp_in"):
+        load_trained_model(directory)
+
+    document["config"]["model"]["positional"] = "rotary"
+    config_path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"config.json' does not describe a TransformerLM.*rotary"):
+        load_trained_model(directory)
