@@ -153,3 +153,156 @@ def test_profile_renders_tables():
     assert "of bandwidth" in result.stdout
     assert "Memory scaling" in result.stdout
     assert "no limit" in result.stdout
+
+
+# ---------------------------------------------------------------- train, compare-positional, neighbors, generate
+
+TINY_TRAINING = ["--steps", "4", "--context", "16", "--dim", "16", "--heads", "2", "--hidden", "32", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli("train", *TINY_TRAINING, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_writes_report_checkpoint_and_figures(trained_run):
+    out, result = trained_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps_done"] == 4 and not report["interrupted"]
+    assert len(report["losses"]) == 4
+    assert report["config"]["context"] == 16 and report["config"]["positional"] == "sinusoidal"
+    assert report["improvement_over_bigram"] == pytest.approx(1 - report["heldout_bits_per_char"] / report["bigram_bits_per_char"])
+    assert 3.0 < report["bigram_bits_per_char"] < report["unigram_bits_per_char"]
+    assert f"{report['heldout_bits_per_char']:.3f}" in result.stdout
+    for name in ("loss_curve.png", "embeddings_pca.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_train_report_matches_reloaded_checkpoint(trained_run):
+    from tinytorch.training import evaluate_bits_per_char, load_trained_model, prepare_text
+
+    out, _ = trained_run
+    report = json.loads((out / "report.json").read_text())
+    model, tokenizer, config = load_trained_model(out / "checkpoint")
+    prepared = prepare_text(config, builtin_corpus())
+    bpc = evaluate_bits_per_char(model, prepared.heldout_ids, prepared.heldout_chars, window=config.context)
+    assert bpc == pytest.approx(report["heldout_bits_per_char"], rel=1e-6)
+    assert prepared.baselines["bigram_bits_per_char"] == pytest.approx(report["bigram_bits_per_char"])
+
+
+def test_generate_is_reproducible_with_seed(trained_run):
+    out, _ = trained_run
+    first = run_cli("generate", "--checkpoint", str(out / "checkpoint"), "--prompt", "def ", "--length", "40", "--seed", "7")
+    second = run_cli("generate", "--checkpoint", str(out / "checkpoint"), "--prompt", "def ", "--length", "40", "--seed", "7")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert first.stdout.startswith("def ")
+    greedy = run_cli("generate", "--checkpoint", str(out / "checkpoint"), "--temperature", "0", "--length", "5")
+    assert greedy.returncode == 0, greedy.stderr
+
+
+def test_neighbors_lists_k_tokens_by_cosine(trained_run):
+    from tinytorch.training import load_trained_model
+
+    out, _ = trained_run
+    result = run_cli("neighbors", "--checkpoint", str(out / "checkpoint"), "e", "-k", "5")
+    assert result.returncode == 0, result.stderr
+    model, tokenizer, _ = load_trained_model(out / "checkpoint")
+    expected = model.token_embedding.most_similar(tokenizer.encode("e", add_special_tokens=False)[0], k=5)
+    rows = [line.split() for line in result.stdout.splitlines()[3:]]
+    assert [int(row[-2]) for row in rows] == [token_id for token_id, _ in expected]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["neighbors", "--checkpoint", "CKPT", "ab"], "'ab' is 2 tokens"),
+        (["neighbors", "--checkpoint", "missing", "a"], "checkpoint directory not found"),
+        (["generate", "--checkpoint", "CKPT", "--temperature", "-1"], "expected a finite number >= 0, received '-1'"),
+        (["train", "--steps", "0"], "argument --steps: expected a positive integer, received '0'"),
+        (["train", "--positional", "rotary"], "argument --positional: invalid choice: 'rotary'"),
+        (["train", "--corpus", "missing.txt"], "No such file or directory: 'missing.txt'"),
+        (["train", "--dim", "30", "--heads", "4"], "embedding_dim must be divisible by num_heads"),
+        (["train", "--corpus", "short.txt"], "too few"),
+    ],
+)
+def test_training_commands_reject_bad_input(trained_run, tmp_path, args, message):
+    out, _ = trained_run
+    (tmp_path / "short.txt").write_text("a tiny text", encoding="utf-8")
+    args = [str(out / "checkpoint") if arg == "CKPT" else arg for arg in args]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_checkpoint_gives_one_line_error(trained_run, tmp_path):
+    import shutil
+
+    out, _ = trained_run
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(out / "checkpoint", copy)
+    tensors = copy / "model.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:200])
+    result = run_cli("generate", "--checkpoint", str(copy))
+    assert result.returncode == 2
+    assert "model.safetensors" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compare_positional_reports_all_three(tmp_path):
+    report_path = tmp_path / "compare.json"
+    result = run_cli("compare-positional", *TINY_TRAINING, "--out", str(report_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())["results"]
+    assert list(report) == ["sinusoidal", "learned", "none"]
+    assert report["learned"]["heldout_bits_per_char_2x_context"] is None
+    for kind in ("sinusoidal", "none"):
+        assert report[kind]["heldout_bits_per_char_2x_context"] > 0
+    assert "cannot run" in result.stdout
+    assert f"{report['none']['heldout_bits_per_char']:.3f}" in result.stdout
+
+    profile = run_cli(
+        "profile", "--json", "--vocab-size", "100", "--dim", "8", "--batch-sizes", "1", "--seq-lengths", "4", "--repeats", "1", "--positional-report", str(report_path)
+    )
+    assert profile.returncode == 0, profile.stderr
+    positional = json.loads(profile.stdout)["positional"]
+    assert positional["learned"]["heldout_bits_per_char"] == report["learned"]["heldout_bits_per_char"]
+    assert positional["sinusoidal"]["heldout_bits_per_char_2x_context"] == report["sinusoidal"]["heldout_bits_per_char_2x_context"]
+
+
+def test_train_stops_cleanly_on_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinytorch", "train", "--steps", "100000", "--context", "16", "--dim", "16", "--heads", "2", "--hidden", "32", "--batch-size", "4", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    stderr_text = ""
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout_text, stderr_text = process.communicate(timeout=120)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    assert process.returncode == 0, stderr_text
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert 0 < report["steps_done"] < 100000
+    assert "stopped early" in stdout_text
+    from tinytorch.training import load_trained_model
+
+    load_trained_model(out / "checkpoint")

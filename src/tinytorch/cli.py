@@ -498,10 +498,12 @@ def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
 
 @contextlib.contextmanager
 def _progress(total: int, label: str) -> Iterator[Callable[[int, float, float], None]]:
-    """Yield a per-step callback that draws a progress bar (tqdm) or, without tqdm, a line every 10%."""
+    """Yield a per-step callback: a tqdm progress bar on a terminal, otherwise a line every 10%."""
     try:
         from tqdm import tqdm
     except ImportError:
+        tqdm = None
+    if tqdm is None or not sys.stderr.isatty():
         every = max(1, total // 10)
 
         def report(step: int, loss: float, tokens_per_second: float) -> None:
@@ -652,8 +654,8 @@ def _run_compare_positional(args: argparse.Namespace) -> int:
             [
                 (
                     kind,
-                    entry["heldout_bits_per_char"],
-                    "cannot run" if entry["heldout_bits_per_char_2x_context"] is None else entry["heldout_bits_per_char_2x_context"],
+                    f"{entry['heldout_bits_per_char']:.3f}",
+                    "cannot run" if entry["heldout_bits_per_char_2x_context"] is None else f"{entry['heldout_bits_per_char_2x_context']:.3f}",
                     entry["tokens_per_second"],
                 )
                 for kind, entry in results.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -118,14 +119,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         ``bias (out_features,)`` -> ``(*, out_features)``.
     """
     x_data, w = x.data, weight.data
-    out = x_data @ w.T
+    # One 2-D product over all rows: a 3-D ``x @ w.T`` runs as many small
+    # products and measured 2.5-3.5x slower at this library's sizes.
+    flat_x = x_data.reshape(-1, x_data.shape[-1])  # (n, in_features)
+    out = flat_x @ w.T  # (n, out_features)
     if bias is not None:
         out += bias.data
+    out = out.reshape(*x_data.shape[:-1], w.shape[0])  # (*, out_features)
 
     def backward(grad: np.ndarray) -> tuple[np.ndarray, ...]:
         flat_grad = grad.reshape(-1, grad.shape[-1])  # (n, out_features)
-        flat_x = x_data.reshape(-1, x_data.shape[-1])  # (n, in_features)
-        grad_x = grad @ w  # (*, in_features)
+        grad_x = (flat_grad @ w).reshape(x_data.shape)  # (*, in_features)
         grad_w = flat_grad.T @ flat_x  # (out_features, in_features)
         if bias is None:
             return grad_x, grad_w
@@ -167,7 +171,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     return Tensor._from_op(out.astype(x_data.dtype, copy=False), (x, weight, bias), backward)
 
 
-_GELU_SCALE = np.sqrt(2.0 / np.pi)
+_GELU_SCALE = math.sqrt(2.0 / math.pi)  # a Python float, so float32 input stays float32
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -176,16 +180,17 @@ def gelu(x: Tensor) -> Tensor:
     This is the form GPT-2 uses and that PyTorch computes with ``approximate='tanh'``.
     """
     x_data = x.data
-    inner = _GELU_SCALE * (x_data + 0.044715 * x_data**3)
-    tanh_inner = np.tanh(inner)
+    # x * x * x, not x**3: NumPy's float32 power is about 70x slower than two products.
+    squared = x_data * x_data
+    tanh_inner = np.tanh(_GELU_SCALE * (x_data + 0.044715 * squared * x_data))
     out = 0.5 * x_data * (1.0 + tanh_inner)
 
     def backward(grad: np.ndarray) -> tuple[np.ndarray]:
-        d_inner = _GELU_SCALE * (1.0 + 3 * 0.044715 * x_data**2)
-        local = 0.5 * (1.0 + tanh_inner) + 0.5 * x_data * (1.0 - tanh_inner**2) * d_inner
+        d_inner = _GELU_SCALE * (1.0 + 3 * 0.044715 * squared)
+        local = 0.5 * (1.0 + tanh_inner) + 0.5 * x_data * (1.0 - tanh_inner * tanh_inner) * d_inner
         return (grad * local,)
 
-    return Tensor._from_op(out.astype(x_data.dtype, copy=False), (x,), backward)
+    return Tensor._from_op(out, (x,), backward)
 
 
 def dropout(x: Tensor, p: float, *, training: bool, rng: np.random.Generator) -> Tensor:
