@@ -313,26 +313,47 @@ class EmbeddingProfiler:
         return comparison
 
 
+def _line_figure(
+    results: dict[str, dict[str, float | int]],
+    *,
+    series_key: str,
+    x_key: str,
+    y_key: str,
+    x_label: str,
+    y_label: str,
+    title: str,
+) -> Figure:
+    """Plot ``y_key`` against ``x_key``, one line per value of ``series_key``."""
+    figure = import_figure()(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    for series in sorted({int(entry[series_key]) for entry in results.values()}):
+        points = sorted(
+            (int(entry[x_key]), float(entry[y_key])) for entry in results.values() if entry[series_key] == series
+        )
+        axes.plot(*zip(*points, strict=True), marker="o", label=f"{series_key}={series}")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
+    axes.legend()
+    return figure
+
+
 def plot_memory_scaling(results: dict[str, dict[str, float | int]]) -> Figure:
     """Return a figure of table memory against vocabulary size, one line per ``embedding_dim``.
 
     ``results`` is the output of ``EmbeddingProfiler.analyze_memory_scaling``.
     """
-    figure = import_figure()(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    for dim in sorted({int(entry["embedding_dim"]) for entry in results.values()}):
-        points = sorted(
-            (int(entry["vocab_size"]), float(entry["memory_mb"]))
-            for entry in results.values()
-            if entry["embedding_dim"] == dim
-        )
-        axes.plot(*zip(*points, strict=True), marker="o", label=f"embedding_dim={dim}")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlabel("vocab_size")
-    axes.set_ylabel("table memory (MB)")
-    axes.set_title("Embedding table memory")
-    axes.legend()
+    figure = _line_figure(
+        results,
+        series_key="embedding_dim",
+        x_key="vocab_size",
+        y_key="memory_mb",
+        x_label="vocab_size",
+        y_label="table memory (MB)",
+        title="Embedding table memory",
+    )
+    figure.axes[0].set_xscale("log")
+    figure.axes[0].set_yscale("log")
     return figure
 
 
@@ -341,18 +362,14 @@ def plot_lookup_throughput(results: dict[str, dict[str, float | int]]) -> Figure
 
     ``results`` is the output of ``EmbeddingProfiler.measure_lookup_performance``.
     """
-    figure = import_figure()(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    for seq_length in sorted({int(entry["seq_length"]) for entry in results.values()}):
-        points = sorted(
-            (int(entry["batch_size"]), float(entry["tokens_per_second"]))
-            for entry in results.values()
-            if entry["seq_length"] == seq_length
-        )
-        axes.plot(*zip(*points, strict=True), marker="o", label=f"seq_length={seq_length}")
-    axes.set_xscale("log", base=2)
-    axes.set_xlabel("batch size")
-    axes.set_ylabel("tokens per second")
-    axes.set_title("Embedding lookup throughput")
-    axes.legend()
+    figure = _line_figure(
+        results,
+        series_key="seq_length",
+        x_key="batch_size",
+        y_key="tokens_per_second",
+        x_label="batch size",
+        y_label="tokens per second",
+        title="Embedding lookup throughput",
+    )
+    figure.axes[0].set_xscale("log", base=2)
     return figure

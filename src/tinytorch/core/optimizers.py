@@ -101,7 +101,27 @@ class SGD(Optimizer):
             param.data -= self.lr * update
 
 
-class Adam(Optimizer):
+class _AdamFamily(Optimizer):
+    """Shared state of the Adam optimizers: betas, eps, and per-parameter moments and step counts."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float, betas: tuple[float, float], eps: float) -> None:
+        super().__init__(params, lr)
+        self.betas = _check_betas(betas)
+        self.eps = _check_non_negative("eps", eps)
+        self._moments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._steps: dict[int, int] = {}
+
+    def _advance(self, param: Parameter) -> tuple[np.ndarray, np.ndarray, int]:
+        """Return the parameter's first and second moments (zeros at first) and its new step count."""
+        key = id(param)
+        if key not in self._moments:
+            self._moments[key] = (np.zeros_like(param.data), np.zeros_like(param.data))
+        self._steps[key] = self._steps.get(key, 0) + 1
+        first, second = self._moments[key]
+        return first, second, self._steps[key]
+
+
+class Adam(_AdamFamily):
     """Adam (Kingma and Ba, 2015) with bias correction; ``weight_decay`` adds an L2 term to the gradient.
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
@@ -118,12 +138,8 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, lr)
-        self.betas = _check_betas(betas)
-        self.eps = _check_non_negative("eps", eps)
+        super().__init__(params, lr, betas, eps)
         self.weight_decay = _check_non_negative("weight_decay", weight_decay)
-        self._state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._steps: dict[int, int] = {}
 
     def step(self) -> None:
         """Apply one update."""
@@ -138,12 +154,7 @@ class Adam(Optimizer):
             elif self.weight_decay:
                 g = g + self.weight_decay * param.data
 
-            key = id(param)
-            if key not in self._state:
-                self._state[key] = (np.zeros_like(param.data), np.zeros_like(param.data))
-            m, v = self._state[key]
-            step = self._steps[key] = self._steps.get(key, 0) + 1
-
+            m, v, step = self._advance(param)
             m *= beta1
             m += (1.0 - beta1) * g
             v *= beta2
@@ -169,7 +180,7 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-class SparseAdam(Optimizer):
+class SparseAdam(_AdamFamily):
     """Lazy Adam for row-sparse gradients: only the rows a batch touched change, moments included.
 
     As in ``torch.optim.SparseAdam``, the step count used for bias correction
@@ -185,11 +196,7 @@ class SparseAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        super().__init__(params, lr)
-        self.betas = _check_betas(betas)
-        self.eps = _check_non_negative("eps", eps)
-        self._state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._steps: dict[int, int] = {}
+        super().__init__(params, lr, betas, eps)
 
     def step(self) -> None:
         """Apply one update to the rows present in each gradient."""
@@ -203,12 +210,7 @@ class SparseAdam(Optimizer):
                     "SparseAdam needs row-sparse gradients; build the Embedding with sparse=True "
                     "or use Adam for dense parameters"
                 )
-            key = id(param)
-            if key not in self._state:
-                self._state[key] = (np.zeros_like(param.data), np.zeros_like(param.data))
-            m, v = self._state[key]
-            step = self._steps[key] = self._steps.get(key, 0) + 1
-
+            m, v, step = self._advance(param)
             rows, g = grad.indices, grad.values
             m_rows = beta1 * m[rows] + (1.0 - beta1) * g
             v_rows = beta2 * v[rows] + (1.0 - beta2) * (g * g)
