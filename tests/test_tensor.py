@@ -369,3 +369,35 @@ def test_gradcheck_handles_non_contiguous_input():
     analytic, numeric = compare_gradients(lambda t: t.tanh(), [x])
     np.testing.assert_allclose(analytic[0], numeric[0], rtol=RTOL, atol=ATOL)
     assert np.abs(numeric[0]).min() > 0.01  # a real gradient, not the zeros a copied view gives
+
+
+def test_leaf_gradients_never_share_memory():
+    a = Tensor([1.0, 2.0], requires_grad=True)
+    b = Tensor([3.0, 4.0], requires_grad=True)
+    upstream = np.array([1.0, 1.0], dtype=np.float32)
+    (a + b).backward(upstream)
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    assert not np.shares_memory(a.grad.data, upstream)
+    a.grad.data *= 10  # an optimizer scaling one gradient in place
+    assert b.grad.data.tolist() == [1.0, 1.0]
+    assert upstream.tolist() == [1.0, 1.0]
+
+    c = Tensor(np.ones((2, 3)), requires_grad=True)
+    c.reshape(6).backward(np.arange(6.0))
+    assert c.grad.data.flags.owndata
+
+
+def test_lookup_gradient_is_not_copied(monkeypatch):
+    from tinytorch.core import functional
+    from tinytorch.core.embeddings import Embedding
+
+    produced = []
+
+    def recording_scatter_add(ids, rows, num_rows):
+        produced.append(np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype))
+        return produced[-1]
+
+    monkeypatch.setattr(functional.kernels, "scatter_add_rows", recording_scatter_add)
+    layer = Embedding(5, 2)
+    layer([1, 2]).backward(np.ones((2, 2), dtype=np.float32))
+    assert layer.weight.grad.data is produced[0]

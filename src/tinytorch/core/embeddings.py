@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Embedding",
+    "EmbeddingBag",
     "EmbeddingProfiler",
     "LearnedPositionalEmbedding",
     "PositionalEncoding",
@@ -249,6 +250,66 @@ class Embedding(Module):
         if self.sparse:
             settings.append("sparse=True")
         return f"Embedding({', '.join(settings)})"
+
+
+class EmbeddingBag(Embedding):
+    """A lookup table that pools each bag of ids into one vector, as ``torch.nn.EmbeddingBag``.
+
+    Called as ``bag(input, offsets=None, per_sample_weights=None)``; see
+    ``tinytorch.core.functional.embedding_bag`` for the rules on bags,
+    offsets, padding and weights. Construction, initialization and
+    ``padding_idx`` follow ``Embedding``.
+
+    Shape:
+        ``(bags, length)`` or ``(n,)`` with ``offsets (bags,)`` -> ``(bags, embedding_dim)``.
+
+    Example:
+        >>> bag = EmbeddingBag(vocab_size=10, embedding_dim=4, mode="sum")
+        >>> bag([1, 2, 3, 4], offsets=[0, 1]).shape
+        (2, 4)
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        mode: str = "mean",
+        padding_idx: int | None = None,
+        *,
+        include_last_offset: bool = False,
+        init_type: str = "uniform",
+        dtype: Any = np.float32,
+        sparse: bool = False,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if sparse:
+            # TODO: row-sparse gradients for bags; the dense backward is the only one implemented.
+            raise ValueError("EmbeddingBag supports only dense gradients; pass sparse=False")
+        super().__init__(vocab_size, embedding_dim, padding_idx, init_type, dtype, rng=rng)
+        self.mode = check_choice("mode", mode, F.BAG_MODES)
+        if not isinstance(include_last_offset, bool):
+            raise TypeError(f"include_last_offset must be True or False; received {describe(include_last_offset)}")
+        self.include_last_offset = include_last_offset
+
+    def forward(self, input_ids: Any, offsets: Any = None, per_sample_weights: Any = None) -> Tensor:  # type: ignore[override]
+        """Return one pooled vector per bag."""
+        return F.embedding_bag(
+            input_ids,
+            self.weight,
+            offsets,
+            self.mode,
+            per_sample_weights,
+            self.padding_idx,
+            self.include_last_offset,
+        )
+
+    def __repr__(self) -> str:
+        settings = [str(self.vocab_size), str(self.embedding_dim), f"mode={self.mode!r}"]
+        if self.padding_idx is not None:
+            settings.append(f"padding_idx={self.padding_idx}")
+        if self.include_last_offset:
+            settings.append("include_last_offset=True")
+        return f"EmbeddingBag({', '.join(settings)})"
 
 
 def sinusoidal_table(max_seq_length: int, embedding_dim: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_probability, describe
+from tinytorch._checks import check_choice, check_probability, describe
 from tinytorch.core import kernels
 from tinytorch.core.tensor import RowSparseGrad, Tensor, is_grad_enabled
 
@@ -109,6 +109,103 @@ def embedding(
         return (RowSparseGrad(rows, sums, weight.shape),)
 
     return Tensor._from_op(out, (weight,), sparse_backward if sparse else dense_backward)
+
+
+BAG_MODES = ("sum", "mean", "max")
+
+
+def _bag_starts(ids: np.ndarray, offsets: Any, include_last_offset: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return the flat ids and each bag's start, after checking ``offsets`` against PyTorch's rules."""
+    if ids.ndim == 2:
+        if offsets is not None:
+            raise ValueError("offsets must be None for 2-D input, where each row is one bag; pass 1-D input to use offsets")
+        num_bags, length = ids.shape
+        return ids.reshape(-1), np.arange(num_bags, dtype=np.int64) * length
+    if ids.ndim != 1:
+        raise ValueError(f"input must be 1-D (with offsets) or 2-D (one bag per row); received shape {ids.shape}")
+    if offsets is None:
+        raise ValueError("1-D input needs offsets, the start of each bag in input (for example [0, 3, 5])")
+
+    starts = as_id_array(offsets).astype(np.int64, copy=False)
+    if starts.ndim != 1:
+        raise ValueError(f"offsets must be 1-D; received shape {starts.shape}")
+    if include_last_offset:
+        if starts.size == 0 or starts[-1] != ids.size:
+            last = int(starts[-1]) if starts.size else None
+            raise ValueError(
+                f"with include_last_offset=True the last offset must equal len(input)={ids.size}; received {last}"
+            )
+        starts = starts[:-1]
+    if starts.size:
+        if starts[0] != 0:
+            raise ValueError(f"offsets[0] must be 0, so that the first bag starts at the first id; received {int(starts[0])}")
+        steps = np.diff(starts)
+        if (steps < 0).any():
+            bad = int(np.flatnonzero(steps < 0)[0]) + 1
+            raise ValueError(f"offsets must be non-decreasing; received offsets[{bad}]={int(starts[bad])} after {int(starts[bad - 1])}")
+        if starts[-1] > ids.size:
+            raise ValueError(f"offsets must be at most len(input)={ids.size}; received {int(starts[-1])}")
+    return ids, starts
+
+
+def embedding_bag(
+    input_ids: Any,
+    weight: Tensor,
+    offsets: Any = None,
+    mode: str = "mean",
+    per_sample_weights: Any = None,
+    padding_idx: int | None = None,
+    include_last_offset: bool = False,
+) -> Tensor:
+    """Pool the table rows of each bag of ids by ``'sum'``, ``'mean'`` or ``'max'``, with PyTorch's rules.
+
+    2-D input holds one bag per row. 1-D input needs ``offsets``, the start of
+    each bag (``offsets[0] == 0``, non-decreasing); with
+    ``include_last_offset`` the final offset is ``len(input)`` and marks the
+    end of the last bag. Ids equal to ``padding_idx`` (non-negative) are
+    skipped in every mode, and ``'mean'`` divides by the remaining count. An
+    empty bag gives a zero row and passes no gradient.
+    ``per_sample_weights`` (same shape as the input, ``'sum'`` only) scale
+    each row; the result is differentiable with respect to the table and to
+    them.
+
+    Shape:
+        ``(bags, length)`` or ``(n,)`` with ``offsets (bags,)`` -> ``(bags, embedding_dim)``.
+    """
+    check_choice("mode", mode, BAG_MODES)
+    ids = as_id_array(input_ids)
+    flat_ids, starts = _bag_starts(ids, offsets, include_last_offset)
+    num_rows = weight.shape[0]
+    check_ids_in_range(flat_ids, num_rows)
+
+    sample_weights = None
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise ValueError(f"per_sample_weights work only with mode='sum'; received mode={mode!r}")
+        sample_weights = per_sample_weights if isinstance(per_sample_weights, Tensor) else Tensor(per_sample_weights, dtype=weight.dtype)
+        if sample_weights.dtype.kind != "f":
+            raise TypeError(f"per_sample_weights must be floating point; received dtype {sample_weights.dtype}")
+        if sample_weights.shape != ids.shape:
+            raise ValueError(
+                f"per_sample_weights must have the input's shape {ids.shape}; received shape {sample_weights.shape}"
+            )
+    weights_data = None if sample_weights is None else sample_weights.data.reshape(-1).astype(weight.dtype, copy=False)
+    # Private copies: a caller who reuses the arrays before backward() must not change the gradient.
+    flat_ids = flat_ids.copy()
+
+    out, max_positions = kernels.bag_forward(weight.data, flat_ids, starts, mode, weights_data, padding_idx)
+
+    def backward(grad: np.ndarray) -> tuple[np.ndarray, ...]:
+        table_grad = kernels.bag_backward(
+            grad, flat_ids, starts, mode, num_rows, weights_data, padding_idx, max_positions
+        )
+        if sample_weights is None:
+            return (table_grad,)
+        weight_grad = kernels.bag_weight_grad(grad, weight.data, flat_ids, starts, padding_idx)
+        return table_grad, weight_grad.reshape(ids.shape)
+
+    parents = (weight,) if sample_weights is None else (weight, sample_weights)
+    return Tensor._from_op(out, parents, backward)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

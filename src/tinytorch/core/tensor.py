@@ -279,17 +279,23 @@ class Tensor:
                 )
 
         grads: dict[int, np.ndarray | RowSparseGrad] = {id(self): seed}
+        # How often each array object was handed to a parent. A leaf may keep
+        # an array without copying it only if nothing else received it: a rule
+        # such as addition passes one array to both operands, and the seed
+        # belongs to the caller.
+        handed_out: dict[int, int] = {id(seed): 2}
         for node in self._reverse_topological_order():
             grad = grads.pop(id(node), None)
             if grad is None:
                 continue
             if node._backward is None:
-                node._accumulate(grad)
+                node._accumulate(grad, shared=handed_out.get(id(grad), 0) > 1)
                 continue
             parent_grads = node._backward(grad)
             for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
                 if parent_grad is None or not parent.requires_grad:
                     continue
+                handed_out[id(parent_grad)] = handed_out.get(id(parent_grad), 0) + 1
                 key = id(parent)
                 if key in grads:
                     grads[key] = grads[key] + parent_grad
@@ -317,15 +323,21 @@ class Tensor:
         order.reverse()
         return order
 
-    def _accumulate(self, grad: np.ndarray | RowSparseGrad) -> None:
+    def _accumulate(self, grad: np.ndarray | RowSparseGrad, *, shared: bool) -> None:
         previous = self.grad.data if isinstance(self.grad, Tensor) else self.grad
-        total = grad if previous is None else previous + grad
+        if previous is not None:
+            total = previous + grad  # a new array or RowSparseGrad
+        elif isinstance(grad, RowSparseGrad) or (not shared and grad.flags.owndata and grad.dtype == self.dtype):
+            # A fresh array that nothing else holds (such as a lookup's table
+            # gradient) is kept as it is: copying a large table costs as much
+            # as computing it.
+            total = grad
+        else:
+            total = np.array(grad, dtype=self.dtype)
         if isinstance(total, RowSparseGrad):
             self.grad = total
         else:
-            # The first gradient may be an array that the graph still uses, so it is copied.
-            owned = np.array(total, dtype=self.dtype) if previous is None else total.astype(self.dtype, copy=False)
-            self.grad = Tensor(owned, dtype=self.dtype)
+            self.grad = Tensor(total.astype(self.dtype, copy=False), dtype=self.dtype)
 
     # ------------------------------------------------------------------ arithmetic
 
