@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -309,6 +310,10 @@ def test_config_file_layout(tmp_path, bpe):
         "tokenizer": "BPETokenizer",
         "config": {"embedding_dim": 8},
         "metadata": {"a": 1},
+        "sha256": {
+            MODEL_FILE: hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest(),
+            TOKENIZER_FILE: hashlib.sha256((directory / TOKENIZER_FILE).read_bytes()).hexdigest(),
+        },
     }
     assert BPETokenizer.load(directory / TOKENIZER_FILE) == bpe
     assert safetensors.numpy.load_file(directory / MODEL_FILE) == {}
@@ -1051,3 +1056,22 @@ def test_tokenizer_subclass_saved_as_base(tmp_path):
 
     loaded = load_checkpoint(tmp_path / "ckpt").tokenizer
     assert type(loaded) is CharTokenizer
+
+
+def test_flipped_byte_in_tensor_data_is_rejected(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt", state={"w": np.arange(64, dtype=np.float32)}, tokenizer=CharTokenizer(), config={})
+    model = path / MODEL_FILE
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0x01  # inside the tensor data, so the file still parses
+    model.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model.safetensors.*SHA-256 does not match"):
+        load_checkpoint(path)
+
+
+def test_config_without_checksums_is_rejected(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt", state={}, tokenizer=CharTokenizer(), config={})
+    document = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    del document["sha256"]
+    (path / CONFIG_FILE).write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config.json.*'sha256' must map"):
+        load_checkpoint(path)

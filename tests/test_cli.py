@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,14 @@ from tinytorch.data import builtin_corpus
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "tinytorch", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "tinytorch", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -142,6 +148,9 @@ def test_profile_json_reports_bandwidth_fraction(tmp_path):
     assert "vocab_2000_dim_32" in report["memory_scaling"]
     assert report["positional"]["sinusoidal"]["extrapolation"] is None
     assert report["table"] == {"vocab_size": 2000, "embedding_dim": 32}
+    assert report["kernels"] in ("numpy", "numba")
+    forced = run_cli("profile", "--json", "--vocab-size", "100", "--dim", "8", "--batch-sizes", "1", "--seq-lengths", "4", "--repeats", "1", env={"TINYTORCH_KERNELS": "numpy"})
+    assert json.loads(forced.stdout)["kernels"] == "numpy"
     for name in ("positional_encoding.png", "memory_scaling.png", "lookup_throughput.png"):
         assert (tmp_path / "figures" / name).read_bytes().startswith(PNG_SIGNATURE)
 
@@ -228,16 +237,25 @@ def test_neighbors_lists_k_tokens_by_cosine(trained_run):
         (["train", "--corpus", "missing.txt"], "No such file or directory: 'missing.txt'"),
         (["train", "--dim", "30", "--heads", "4"], "embedding_dim must be divisible by num_heads"),
         (["train", "--corpus", "short.txt"], "too few"),
+        (["train", "--out", "short.txt"], "--out 'short.txt' is a file; give a directory"),
+        (["compare-positional", "--out", "."], "is a directory; give a file name"),
+        (["compare-positional", "--out", "missing/compare.json"], "directory 'missing' does not exist"),
+        (["neighbors", "--checkpoint", "CKPT", "é"], "'é' is not in the checkpoint's vocabulary"),
+        (["generate", "--checkpoint", "CKPT", "--seed", "-1"], "argument --seed: expected an integer >= 0, received '-1'"),
+        (["profile", "--positional-report", "partial.json"], "is not a complete compare-positional report"),
+        (["train", *TINY_TRAINING, "--lr", "1e30", "--out", "nan-run"], "training diverged"),
     ],
 )
 def test_training_commands_reject_bad_input(trained_run, tmp_path, args, message):
     out, _ = trained_run
     (tmp_path / "short.txt").write_text("a tiny text", encoding="utf-8")
+    (tmp_path / "partial.json").write_text('{"results": {"sinusoidal": {"heldout_bits_per_char": 2.0}}}', encoding="utf-8")
     args = [str(out / "checkpoint") if arg == "CKPT" else arg for arg in args]
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "nan-run" / "checkpoint").exists()
 
 
 def test_truncated_checkpoint_gives_one_line_error(trained_run, tmp_path):

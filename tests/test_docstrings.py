@@ -10,6 +10,7 @@ MODULES = [
     "tinytorch.core.functional",
     "tinytorch.core.embeddings",
     "tinytorch.core.gradcheck",
+    "tinytorch.core.layers",
     "tinytorch.core.random",
     "tinytorch.core.tokenization",
     "tinytorch.profiling",

@@ -69,6 +69,18 @@ def test_load_state_dict_rejects_mismatch_and_changes_nothing():
         np.testing.assert_array_equal(array, before[name])
 
 
+def test_load_state_dict_checks_dtype_and_range():
+    model = TwoLayers()
+    good = {name: array.copy() for name, array in model.state_dict().items()}
+    with pytest.raises(TypeError, match=r"state\['norm.bias'\] must be floating point.*received dtype int64"):
+        model.load_state_dict({**good, "norm.bias": np.ones(4, dtype=np.int64)})
+    single = LayerNorm(4)
+    with pytest.raises(ValueError, match=r"state\['bias'\] holds values too large for float32"):
+        single.load_state_dict({"weight": np.ones(4), "bias": np.full(4, 1e300)})
+    with pytest.raises(TypeError, match="strict must be True or False; received 'no'"):
+        model.load_state_dict(good, strict="no")
+
+
 def test_load_state_dict_non_strict_allows_missing():
     model = TwoLayers()
     model.load_state_dict({"norm.bias": np.full(4, 2.0)}, strict=False)
@@ -198,6 +210,18 @@ def test_from_pretrained_frozen_gets_no_gradient():
     assert layer.weight.grad is None
     vectors[0, 0] = 99.0
     assert layer.weight.data[0, 0] == 0.0  # copied, not shared
+
+
+def test_from_pretrained_draws_no_random_numbers():
+    import tinytorch
+
+    tinytorch.manual_seed(0)
+    expected = Linear(2, 2).weight.data.copy()
+    tinytorch.manual_seed(0)
+    Embedding.from_pretrained(np.ones((1000, 8)))
+    np.testing.assert_array_equal(Linear(2, 2).weight.data, expected)
+    with pytest.raises(TypeError, match="freeze must be True or False; received 'no'"):
+        Embedding.from_pretrained(np.ones((2, 2)), freeze="no")
 
 
 def test_from_pretrained_trainable_and_checks():

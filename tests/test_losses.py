@@ -77,6 +77,23 @@ def test_bad_targets(targets, error, message):
         cross_entropy(Tensor(np.zeros((2, 5))), targets)
 
 
+@pytest.mark.parametrize(
+    "logits, error, message",
+    [
+        (Tensor(np.array([[1, 5, 2]])), TypeError, "logits must be a floating-point Tensor with a class axis; received dtype int64"),
+        (np.zeros((2, 3)), TypeError, r"logits must be a Tensor; received array"),
+    ],
+)
+def test_bad_logits(logits, error, message):
+    with pytest.raises(error, match=message):
+        cross_entropy(logits, [1])
+
+
+def test_bad_ignore_index():
+    with pytest.raises(TypeError, match=r"ignore_index must be an integer; received 1\.5"):
+        cross_entropy(Tensor(np.zeros((2, 3))), [0, 1], ignore_index=1.5)
+
+
 def test_bad_reduction():
     with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none'; received 'avg'"):
         cross_entropy(Tensor(np.zeros((2, 5))), [0, 1], reduction="avg")

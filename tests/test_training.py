@@ -124,6 +124,26 @@ def test_training_is_reproducible_and_stoppable():
     assert stopped.losses == first.losses[:2]
 
 
+def test_numpy_float_learning_rate_is_accepted():
+    assert TrainConfig(lr=np.float32(1e-3)).lr == np.float32(1e-3)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_raises_instead_of_saving_nan():
+    prepared = prepare_text(TINY, TEXT)
+    config = TrainConfig(**{**TINY.to_dict(), "lr": 1e30, "grad_clip": 0.0, "warmup_steps": 0, "steps": 20})
+    with pytest.raises(FloatingPointError, match=r"training diverged at step \d+: the loss is nan; lower the learning rate \(lr=1e\+30\)"):
+        train_language_model(config, prepared.train_ids, prepared.tokenizer)
+
+
+def test_bigram_baseline_with_large_vocabulary_counts_sparsely():
+    train_ids = np.array([5, 70_000, 5, 70_000, 3])
+    heldout_ids = np.array([5, 70_000, 9])
+    result = ngram_baselines(train_ids, heldout_ids, vocab_size=100_000, num_chars=2)
+    expected = -(math.log2((2 + 1) / (2 + 100_000)) + math.log2((0 + 1) / (2 + 100_000))) / 2
+    assert result["bigram_bits_per_char"] == pytest.approx(expected)
+
+
 def test_training_rejects_text_shorter_than_context():
     config = TrainConfig(context=64)
     tokenizer = CharTokenizer()
@@ -136,7 +156,13 @@ def test_training_rejects_text_shorter_than_context():
     [
         ({"tokenizer": "word"}, ValueError, "tokenizer must be one of 'char', 'bpe'; received 'word'"),
         ({"steps": 0}, ValueError, "steps must be a positive integer; received 0"),
-        ({"lr": -0.1}, ValueError, r"lr must be a number >= 0; received -0\.1"),
+        ({"lr": -0.1}, ValueError, r"lr must be a finite number >= 0; received -0\.1"),
+        ({"lr": "1e-3"}, TypeError, r"lr must be a number; received '1e-3'"),
+        ({"lr": float("inf")}, ValueError, r"received inf"),
+        ({"min_lr_ratio": None}, TypeError, r"min_lr_ratio must be a number; received None"),
+        ({"num_heads": 3}, ValueError, r"embedding_dim must be divisible by num_heads"),
+        ({"tie_weights": "no"}, TypeError, r"tie_weights must be True or False"),
+        ({"tokenizer": "bpe", "bpe_vocab_size": 5}, ValueError, r"bpe_vocab_size must be an integer >= 260; received 5"),
         ({"min_lr_ratio": 2}, ValueError, r"min_lr_ratio must be in \[0, 1\]; received 2"),
     ],
 )

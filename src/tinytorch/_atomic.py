@@ -35,7 +35,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     try:
         existing = target.stat()
     except FileNotFoundError:
-        mode = _default_file_mode()
+        mode = default_file_mode()
     else:
         if not stat.S_ISREG(existing.st_mode):
             kind = "a directory" if stat.S_ISDIR(existing.st_mode) else "not a regular file"
@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     except BaseException:
         Path(temporary_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return target
 
 
@@ -62,17 +62,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def _default_file_mode() -> int:
-    # mkstemp creates files as 0600; a normal open() would give 0666 less the
-    # umask. Reading the umask means setting it, so it is restored at once.
+def default_file_mode() -> int:
+    """Return the mode a plain ``open()`` gives a new file: 0666 less the umask.
+
+    mkstemp creates files as 0600, so atomic writes set this mode themselves.
+    Reading the umask means setting it, so it is restored at once.
+    """
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Persist the rename itself. Some platforms (Windows) cannot open a
-    # directory for fsync, and the rename is still atomic there.
+def fsync_directory(directory: Path) -> None:
+    """Persist renames inside ``directory``; a no-op where directories cannot be opened (Windows)."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -11,6 +11,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 
 def describe(value: Any) -> str:
     """Format a received value and its type for an error message."""
@@ -54,3 +56,22 @@ def check_probability(name: str, value: Any) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1); received {describe(value)}")
     return float(value)
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """Return ``value`` as a float after checking that it is a finite real number >= 0.
+
+    NumPy scalars (``np.float32(1e-3)``) count as numbers; ``bool`` does not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; received {describe(value)}")
+    if not 0.0 <= float(value) < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0; received {describe(value)}")
+    return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``; raise ``TypeError`` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; received {describe(value)}")
+    return bool(value)

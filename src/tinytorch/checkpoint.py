@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ import numpy.typing as npt
 import safetensors
 import safetensors.numpy
 
-from tinytorch._atomic import _fsync_directory
+from tinytorch._atomic import default_file_mode, fsync_directory
 from tinytorch._checks import describe
 from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
 
@@ -161,7 +162,7 @@ def save_checkpoint(
     target = _checkpoint_path(directory)
     arrays = _check_state(state)
     tokenizer_name = _tokenizer_name(tokenizer)
-    config_text = _config_document(config, metadata, tokenizer_name)
+    document = _config_document(config, metadata, tokenizer_name)
 
     os.makedirs(target.parent, exist_ok=True)
     _check_replaceable(target)
@@ -169,9 +170,9 @@ def save_checkpoint(
 
     staging = _make_staging_directory(target)
     try:
-        _write_files(staging, arrays, tokenizer, config_text)
+        _write_files(staging, arrays, tokenizer, document)
         # Persist the directory entries of the three files before publishing them.
-        _fsync_directory(staging)
+        fsync_directory(staging)
         _swap_into_place(staging, target)
     except BaseException:
         # Until the swap, the target is untouched and only the staging copy must go.
@@ -186,23 +187,33 @@ def save_checkpoint(
 
 
 def _write_files(
-    staging: Path, arrays: dict[str, npt.NDArray[Any]], tokenizer: Tokenizer, config_text: str
+    staging: Path, arrays: dict[str, npt.NDArray[Any]], tokenizer: Tokenizer, document: dict[str, Any]
 ) -> None:
-    config_path = staging / CONFIG_FILE
-    with open(config_path, "w", encoding="utf-8") as handle:
-        handle.write(config_text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-    # safetensors 0.8 writes through its own temporary file with mode 0o600. Give
-    # the model the mode that open() gave config.json, which is 0o666 less the umask.
+    # safetensors 0.8 writes through its own temporary file with mode 0o600;
+    # the model gets the mode a plain open() would give it.
     model_path = staging / MODEL_FILE
     safetensors.numpy.save_file(arrays, model_path)
-    os.chmod(model_path, stat.S_IMODE(os.stat(config_path).st_mode))
+    os.chmod(model_path, default_file_mode())
     _fsync_file(model_path)
 
     # Tokenizer.save writes through atomic_write_text, which fsyncs the file.
     tokenizer.save(staging / TOKENIZER_FILE)
+
+    # config.json comes last and records both files' SHA-256, so loading can
+    # detect a flipped byte that still parses as valid tensors.
+    document = {**document, "sha256": {name: _sha256(staging / name) for name in (MODEL_FILE, TOKENIZER_FILE)}}
+    with open(staging / CONFIG_FILE, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _make_staging_directory(target: Path) -> Path:
@@ -220,13 +231,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     if not os.path.lexists(target):
         # Nothing to replace, so a single rename publishes the new checkpoint.
         os.rename(staging, target)
-        _fsync_directory(parent)
+        fsync_directory(parent)
         return
 
     if _exchange(staging, target):
         # One atomic step: target is the new checkpoint and staging the old one.
         # Persist the swap before deleting anything.
-        _fsync_directory(parent)
+        fsync_directory(parent)
         _remove_tree(staging, "the replaced checkpoint")
         return
 
@@ -235,13 +246,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     retired = parent / f".{target.name}.{_RETIRED}-{secrets.token_hex(8)}"
     os.rename(target, retired)
     try:
-        _fsync_directory(parent)
+        fsync_directory(parent)
         os.rename(staging, target)
     except BaseException:
         # Put the old checkpoint back so the failed save leaves nothing to recover.
         os.rename(retired, target)
         raise
-    _fsync_directory(parent)
+    fsync_directory(parent)
     _remove_tree(retired, "the replaced checkpoint")
 
 
@@ -369,7 +380,7 @@ def _recover_interrupted_save(target: Path) -> Checkpoint | None:
         return None
 
     os.rename(candidate, target)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     logger.warning(
         "restored %s from %s, which an interrupted save had renamed away", target, candidate
     )
@@ -475,8 +486,8 @@ def _tokenizer_name(tokenizer: Any) -> str:
     )
 
 
-def _config_document(config: Any, metadata: Any, tokenizer_name: str) -> str:
-    """Return the text of ``config.json`` after checking that both mappings are plain JSON."""
+def _config_document(config: Any, metadata: Any, tokenizer_name: str) -> dict[str, Any]:
+    """Return the content of ``config.json`` after checking that both mappings are plain JSON."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping with str keys; received {describe(config)}")
     if metadata is not None and not isinstance(metadata, Mapping):
@@ -491,7 +502,7 @@ def _config_document(config: Any, metadata: Any, tokenizer_name: str) -> str:
         "config": _json_copy("config", config, set()),
         "metadata": _json_copy("metadata", metadata or {}, set()),
     }
-    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return document
 
 
 def _json_copy(where: str, value: Any, active: set[int]) -> Any:
@@ -586,6 +597,14 @@ def _read_checkpoint(directory: Path) -> Checkpoint:
     # The tokenizer's own load raises ValueError naming tokenizer.json when it is corrupt.
     tokenizer = _TOKENIZER_CLASSES[document["tokenizer"]].load(tokenizer_path)
 
+    # Parsing catches truncated or foreign files with a specific message; the
+    # checksums then catch damage that still parses, such as a flipped byte.
+    for name in (MODEL_FILE, TOKENIZER_FILE):
+        if _sha256(directory / name) != document["sha256"][name]:
+            raise _invalid_file(
+                directory / name, f"its SHA-256 does not match the one recorded in {CONFIG_FILE}; the file is corrupt"
+            )
+
     return Checkpoint(
         state=state,
         tokenizer=tokenizer,
@@ -629,6 +648,13 @@ def _read_config(path: Path) -> dict[str, Any]:
         choices = ", ".join(repr(name) for name in _TOKENIZER_CLASSES)
         raise _invalid_file(
             path, f"'tokenizer' must be one of {choices}; received {describe(tokenizer_name)}"
+        )
+    checksums = document.get("sha256")
+    if not isinstance(checksums, dict) or not all(
+        isinstance(checksums.get(name), str) for name in (MODEL_FILE, TOKENIZER_FILE)
+    ):
+        raise _invalid_file(
+            path, f"'sha256' must map {MODEL_FILE} and {TOKENIZER_FILE} to checksums; received {describe(checksums)}"
         )
     for key in ("config", "metadata"):
         if not isinstance(document.get(key), dict):

@@ -29,6 +29,7 @@ import numpy as np
 import tinytorch
 from tinytorch._atomic import atomic_write, atomic_write_text
 from tinytorch._plotting import import_figure
+from tinytorch.core import kernels
 from tinytorch.core.embeddings import BYTES_PER_MB as MB
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
 from tinytorch.core.tensor import no_grad
@@ -98,7 +99,7 @@ def _build_parser() -> _Parser:
     )
     embed.add_argument("--batch-size", type=_positive_int, default=32, help="windows per batch (default: 32)")
     embed.add_argument("--out", type=Path, help="save the vectors of a file or corpus to this .npy file")
-    embed.add_argument("--seed", type=int, default=0, help="seed for the table's initial values (default: 0)")
+    embed.add_argument("--seed", type=_non_negative_int, default=0, help="seed for the table's initial values (default: 0)")
 
     profile = commands.add_parser(
         "profile",
@@ -116,7 +117,7 @@ def _build_parser() -> _Parser:
     profile.add_argument("--repeats", type=_positive_int, default=10, help="timed repeats per figure (default: 10)")
     profile.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     profile.add_argument("--plot", type=Path, metavar="DIR", help="write PNG figures to DIR (needs the plot extra)")
-    profile.add_argument("--seed", type=int, default=0, help="seed for random ids and tables (default: 0)")
+    profile.add_argument("--seed", type=_non_negative_int, default=0, help="seed for random ids and tables (default: 0)")
     profile.add_argument(
         "--positional-report",
         type=Path,
@@ -159,7 +160,7 @@ def _build_parser() -> _Parser:
     generate.add_argument(
         "--temperature", type=_non_negative_float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)"
     )
-    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    generate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed (default: 0)")
     return parser
 
 
@@ -361,9 +362,30 @@ def _embed_corpus(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- profile
 
 
+def _read_positional_report(path: Path) -> dict[str, Any]:
+    """Return the ``results`` of a compare-positional report, checked before any measuring."""
+    problem = None
+    try:
+        results = json.loads(read_text_file(path)).get("results")
+    except (json.JSONDecodeError, AttributeError) as error:
+        results, problem = None, str(error)
+    if problem is None:
+        for kind in ("sinusoidal", "learned"):
+            entry = results.get(kind) if isinstance(results, dict) else None
+            if not isinstance(entry, dict) or not isinstance(entry.get("heldout_bits_per_char"), (int, float)):
+                problem = f"it has no measured result for {kind!r}"
+                break
+    if problem is not None:
+        raise ValueError(
+            f"{str(path)!r} is not a complete compare-positional report (written with --out): {problem}"
+        )
+    return results
+
+
 def _run_profile(args: argparse.Namespace) -> int:
     from tinytorch.profiling import EmbeddingProfiler, plot_lookup_throughput, plot_memory_scaling
 
+    measured = None if args.positional_report is None else _read_positional_report(args.positional_report)
     if args.plot is not None:
         import_figure()  # fail now, not after minutes of measuring, when matplotlib is missing
         args.plot.mkdir(parents=True, exist_ok=True)
@@ -373,14 +395,6 @@ def _run_profile(args: argparse.Namespace) -> int:
     layer = Embedding(args.vocab_size, args.dim, rng=rng)
     lookup = profiler.measure_lookup_performance(layer, args.batch_sizes, args.seq_lengths)
     scaling = profiler.analyze_memory_scaling([1_000, 10_000, args.vocab_size], [64, 256, args.dim])
-    measured = None
-    if args.positional_report is not None:
-        try:
-            measured = json.loads(read_text_file(args.positional_report))["results"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{str(args.positional_report)!r} is not a compare-positional report (written with --out): {error}"
-            ) from error
     positional = profiler.compare_positional_encodings(measured=measured)
 
     if args.plot is not None:
@@ -397,6 +411,7 @@ def _run_profile(args: argparse.Namespace) -> int:
             "tinytorch": tinytorch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
+            "kernels": kernels.active_implementation(),
             "table": {"vocab_size": args.vocab_size, "embedding_dim": args.dim},
             "machine_bandwidth": bandwidth,
             "lookup": lookup,
@@ -410,6 +425,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         f"Machine copy bandwidth: {bandwidth['copy_bandwidth_gb_s']:.1f} GB/s "
         f"(one thread {bandwidth['one_thread_gb_s']:.1f}, two threads {bandwidth['two_threads_gb_s']:.1f})\n"
     )
+    print(f"Embedding kernels: {kernels.active_implementation()} (set {kernels.ENVIRONMENT_VARIABLE}=numpy or numba to choose)")
     print(f"Lookup, table {args.vocab_size:,} x {args.dim} float32 (medians of {args.repeats})")
     print(
         format_table(
@@ -533,12 +549,36 @@ def _train_one(config: TrainConfig, prepared: PreparedText, label: str) -> Train
 
 
 def _token_label(tokenizer: CharTokenizer | BPETokenizer, token_id: int) -> str:
+    """Return a printable ASCII label: whitespace and non-ASCII characters are escaped.
+
+    Escaping also keeps matplotlib from warning about glyphs its font lacks.
+    """
     text = tokenizer.decode([token_id], skip_special_tokens=False)
-    return text if text.strip() == text and text else repr(text)
+    if text and text.isascii() and text.isprintable() and text.strip() == text:
+        return text
+    return ascii(text)
+
+
+def _prepare_output_directory(path: Path) -> None:
+    """Create ``path`` now, so that a bad --out fails before training rather than after it."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a file; give a directory for the run's outputs")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _check_output_file(path: Path | None) -> None:
+    """Check before training that ``path`` can take a JSON report."""
+    if path is None:
+        return
+    if path.is_dir() or str(path).endswith(("/", "\\")):
+        raise ValueError(f"--out {str(path)!r} is a directory; give a file name such as compare.json")
+    if not path.parent.is_dir():
+        raise ValueError(f"--out {str(path)!r}: directory {str(path.parent)!r} does not exist")
 
 
 def _run_train(args: argparse.Namespace) -> int:
     config = _train_config(args, args.positional)
+    _prepare_output_directory(args.out)
     text, source = _load_corpus(args.corpus)
     prepared = prepare_text(config, text)
     result = _train_one(config, prepared, "train")
@@ -568,8 +608,10 @@ def _run_train(args: argparse.Namespace) -> int:
         "losses": result.losses,
     }
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_trained_model(args.out / "checkpoint", result.model, prepared.tokenizer, config, metadata={"report": "report.json"})
+    # The checkpoint carries its own summary, so it stays self-describing even
+    # if the run is interrupted between writing it and writing report.json.
+    summary = {key: value for key, value in report.items() if key != "losses"}
+    save_trained_model(args.out / "checkpoint", result.model, prepared.tokenizer, config, metadata=summary)
     atomic_write_text(args.out / "report.json", json.dumps(report, indent=2) + "\n")
     figure_note = _write_training_figures(args.out, result, prepared.tokenizer)
 
@@ -614,6 +656,7 @@ def _write_training_figures(out: Path, result: TrainResult, tokenizer: CharToken
 
 
 def _run_compare_positional(args: argparse.Namespace) -> int:
+    _check_output_file(args.out)
     text, source = _load_corpus(args.corpus)
     base = _train_config(args, "sinusoidal")
     prepared = prepare_text(base, text)
@@ -676,6 +719,8 @@ def _run_neighbors(args: argparse.Namespace) -> int:
         raise ValueError(
             f"TOKEN must be exactly one token of the checkpoint's tokenizer; {args.token!r} is {len(ids)} tokens"
         )
+    if ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"TOKEN {args.token!r} is not in the checkpoint's vocabulary (it maps to <UNK>)")
     neighbours = model.token_embedding.most_similar(ids[0], k=args.k)
     print(f"Nearest tokens to {args.token!r} (id {ids[0]}) by cosine similarity")
     print(
@@ -712,13 +757,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ValueError, OSError, ImportError) as error:
+    except (ValueError, OSError, ImportError, FloatingPointError) as error:
         # Bad input from the user (a missing file, a malformed vocabulary, a
         # missing extra): one line, no traceback.
         print(f"tinytorch: error: {error}", file=sys.stderr)
         return 2
     except MemoryError:
-        print("tinytorch: error: not enough memory; use smaller sizes (--dim, --max-length, --vocab-size)", file=sys.stderr)
+        print("tinytorch: error: not enough memory; use smaller sizes (such as --dim, or a smaller vocabulary)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinytorch: interrupted", file=sys.stderr)

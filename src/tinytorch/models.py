@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_choice, check_int, describe
+from tinytorch._checks import check_bool, check_choice, check_int, check_non_negative, describe
 from tinytorch.core import functional as F
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
 from tinytorch.core.layers import LayerNorm, Linear, Module
@@ -50,8 +50,7 @@ class ModelConfig:
                 f"embedding_dim must be divisible by num_heads; received embedding_dim={self.embedding_dim}, "
                 f"num_heads={self.num_heads}"
             )
-        if not isinstance(self.tie_weights, bool):
-            raise TypeError(f"tie_weights must be True or False; received {describe(self.tie_weights)}")
+        check_bool("tie_weights", self.tie_weights)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-ready dict."""
@@ -165,7 +164,7 @@ def generate(
     max_new_tokens: int,
     *,
     temperature: float = 1.0,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
 ) -> list[int]:
     """Sample ``max_new_tokens`` ids after ``prompt_ids``, one at a time.
 
@@ -174,11 +173,11 @@ def generate(
     ``temperature=0`` picks the most likely id instead.
     """
     check_int("max_new_tokens", max_new_tokens, minimum=0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0; received {describe(temperature)}")
-    if not prompt_ids:
+    temperature = check_non_negative("temperature", temperature)
+    generator = resolve_rng(rng)
+    ids = [int(token_id) for token_id in np.asarray(prompt_ids).reshape(-1)]
+    if not ids:
         raise ValueError("prompt_ids must hold at least one id; start from the tokenizer's <BOS> id")
-    ids = list(prompt_ids)
     was_training = model.training
     model.eval()
     with no_grad():
@@ -188,9 +187,11 @@ def generate(
             if temperature == 0:
                 ids.append(int(np.argmax(logits)))
                 continue
-            scaled = (logits - logits.max()) / temperature
-            probabilities = np.exp(scaled)
+            with np.errstate(over="ignore", under="ignore"):
+                # A tiny temperature overflows to -inf away from the maximum: probability 0.
+                scaled = (logits - logits.max()) / temperature
+                probabilities = np.exp(scaled)
             probabilities /= probabilities.sum()
-            ids.append(int(rng.choice(probabilities.size, p=probabilities)))
+            ids.append(int(generator.choice(probabilities.size, p=probabilities)))
     model.train(was_training)
     return ids

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_choice, check_int, describe
+from tinytorch._checks import check_choice, check_int, check_non_negative, describe
 from tinytorch.checkpoint import load_checkpoint, save_checkpoint
 from tinytorch.core.losses import cross_entropy
 from tinytorch.core.optimizers import AdamW, clip_grad_norm
-from tinytorch.core.tensor import Tensor, no_grad
-from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+from tinytorch.core.tensor import no_grad
+from tinytorch.core.tokenization import FIRST_MERGE_ID, BPETokenizer, CharTokenizer
 from tinytorch.models import POSITIONAL_KINDS, ModelConfig, TransformerLM
 
 logger = logging.getLogger(__name__)
@@ -58,17 +58,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
-        check_choice("positional", self.positional, POSITIONAL_KINDS)
-        for name in ("bpe_vocab_size", "context", "embedding_dim", "num_heads", "hidden_dim", "batch_size", "steps"):
+        for name in ("context", "batch_size", "steps"):
             check_int(name, getattr(self, name), minimum=1)
+        if self.tokenizer == "bpe":
+            check_int("bpe_vocab_size", self.bpe_vocab_size, minimum=FIRST_MERGE_ID)
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_int("seed", self.seed, minimum=0)
         for name in ("lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0; received {describe(value)}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            check_non_negative(name, getattr(self, name))
+        if check_non_negative("min_lr_ratio", self.min_lr_ratio) > 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; received {describe(self.min_lr_ratio)}")
+        self.model_config(vocab_size=1)  # checks the model's fields (dimensions, heads, positional, tie_weights) now
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """Return the model shape this recipe trains, for a tokenizer of ``vocab_size`` ids."""
@@ -171,11 +171,17 @@ def ngram_baselines(train_ids: np.ndarray, heldout_ids: np.ndarray, vocab_size: 
     unigram_log_p = np.log2((unigram_counts + 1.0) / (unigram_counts.sum() + vocab_size))
     unigram_bits = -unigram_log_p[heldout_ids[1:]].sum()
 
-    pair_codes = train_ids[:-1] * vocab_size + train_ids[1:]
-    pair_counts = np.bincount(pair_codes, minlength=vocab_size * vocab_size).reshape(vocab_size, vocab_size)
-    left_counts = pair_counts.sum(axis=1, keepdims=True)
-    bigram_log_p = np.log2((pair_counts + 1.0) / (left_counts + vocab_size))
-    bigram_bits = -bigram_log_p[heldout_ids[:-1], heldout_ids[1:]].sum()
+    # Count only the pairs that occur, so memory grows with the text, not with vocab_size squared.
+    pair_codes, pair_counts = np.unique(train_ids[:-1] * vocab_size + train_ids[1:], return_counts=True)
+    left_counts = np.bincount(train_ids[:-1], minlength=vocab_size)
+    heldout_codes = heldout_ids[:-1] * vocab_size + heldout_ids[1:]
+    heldout_pair_counts = np.zeros(heldout_codes.size, dtype=np.int64)
+    if pair_codes.size:
+        slots = np.minimum(np.searchsorted(pair_codes, heldout_codes), pair_codes.size - 1)
+        seen = pair_codes[slots] == heldout_codes
+        heldout_pair_counts[seen] = pair_counts[slots[seen]]
+    bigram_log_p = np.log2((heldout_pair_counts + 1.0) / (left_counts[heldout_ids[:-1]] + vocab_size))
+    bigram_bits = -bigram_log_p.sum()
     return {"unigram_bits_per_char": unigram_bits / num_chars, "bigram_bits_per_char": bigram_bits / num_chars}
 
 
@@ -207,7 +213,9 @@ def train_language_model(
     """Train a fresh ``TransformerLM`` on ``train_ids`` for ``config.steps`` steps.
 
     ``on_step(step, loss, tokens_per_second)`` is called after every step, so
-    a caller can draw progress. ``should_stop()`` is checked between steps;
+    a caller can draw progress. A loss that is not finite (divergence)
+    raises ``FloatingPointError`` naming the step and the learning rate.
+    ``should_stop()`` is checked between steps;
     when it returns true, training ends early with ``interrupted=True`` and
     the model as it was after the last complete step. (The command line sets
     it from Ctrl-C, so an interrupt never lands in the middle of an update.)
@@ -240,7 +248,14 @@ def train_language_model(
         optimizer.lr = learning_rate(step, config)
         optimizer.step()
 
-        result.losses.append(float(loss.item()))
+        loss_value = float(loss.item())
+        if not math.isfinite(loss_value):
+            # Training has diverged: a checkpoint of these weights would be useless.
+            raise FloatingPointError(
+                f"training diverged at step {step + 1}: the loss is {loss_value}; "
+                f"lower the learning rate (lr={config.lr}) or raise grad_clip"
+            )
+        result.losses.append(loss_value)
         result.steps_done = step + 1
         if on_step is not None:
             elapsed = time.perf_counter() - start

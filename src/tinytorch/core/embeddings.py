@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinytorch._checks import check_choice, check_int, check_probability, describe
+from tinytorch._checks import check_bool, check_choice, check_int, check_probability, describe
 from tinytorch._plotting import import_figure
 from tinytorch.core import functional as F
 from tinytorch.core.layers import Module, Parameter
@@ -130,20 +130,23 @@ class Embedding(Module):
         *,
         sparse: bool = False,
         rng: np.random.Generator | None = None,
+        _weight: np.ndarray | None = None,
     ) -> None:
         self.vocab_size = check_int("vocab_size", vocab_size, minimum=1)
         self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.init_type = check_choice("init_type", init_type, INIT_TYPES)
         table_dtype = _check_table_dtype(dtype)
         self.padding_idx = self._normalize_padding_idx(padding_idx)
-        if not isinstance(sparse, bool):
-            raise TypeError(f"sparse must be True or False; received {describe(sparse)}")
-        self.sparse = sparse
+        self.sparse = check_bool("sparse", sparse)
 
-        table = init_table(self.vocab_size, self.embedding_dim, init_type, table_dtype, resolve_rng(rng))
-        if self.padding_idx is not None:
-            table[self.padding_idx] = 0
-        self.weight = Parameter(table, dtype=table_dtype)
+        if _weight is None:
+            table = init_table(self.vocab_size, self.embedding_dim, init_type, table_dtype, resolve_rng(rng))
+            if self.padding_idx is not None:
+                table[self.padding_idx] = 0
+            self.weight = Parameter(table, dtype=table_dtype)
+        else:
+            # from_pretrained: the given table, used as it is, and no random draw.
+            self.weight = Parameter(_weight, dtype=table_dtype)
 
     def _normalize_padding_idx(self, padding_idx: int | None) -> int | None:
         if padding_idx is None:
@@ -178,9 +181,11 @@ class Embedding(Module):
             raise ValueError(
                 f"weights must be a non-empty 2-D array (vocab_size, embedding_dim); received shape {array.shape}"
             )
+        check_bool("freeze", freeze)
         dtype = np.float64 if array.dtype == np.float64 else np.float32
-        layer = cls(array.shape[0], array.shape[1], padding_idx=padding_idx, dtype=dtype, sparse=sparse)
-        layer.weight = Parameter(np.array(array, dtype=dtype), dtype=dtype, requires_grad=not freeze)
+        table = np.array(array, dtype=dtype)  # a copy: later edits to weights do not reach the layer
+        layer = cls(array.shape[0], array.shape[1], padding_idx=padding_idx, dtype=dtype, sparse=sparse, _weight=table)
+        layer.weight.requires_grad = not freeze
         return layer
 
     @property
@@ -281,15 +286,14 @@ class EmbeddingBag(Embedding):
         dtype: Any = np.float32,
         sparse: bool = False,
         rng: np.random.Generator | None = None,
+        _weight: np.ndarray | None = None,
     ) -> None:
         if sparse:
             # TODO: row-sparse gradients for bags; the dense backward is the only one implemented.
             raise ValueError("EmbeddingBag supports only dense gradients; pass sparse=False")
-        super().__init__(vocab_size, embedding_dim, padding_idx, init_type, dtype, rng=rng)
+        super().__init__(vocab_size, embedding_dim, padding_idx, init_type, dtype, rng=rng, _weight=_weight)
         self.mode = check_choice("mode", mode, F.BAG_MODES)
-        if not isinstance(include_last_offset, bool):
-            raise TypeError(f"include_last_offset must be True or False; received {describe(include_last_offset)}")
-        self.include_last_offset = include_last_offset
+        self.include_last_offset = check_bool("include_last_offset", include_last_offset)
 
     def forward(self, input_ids: Any, offsets: Any = None, per_sample_weights: Any = None) -> Tensor:  # type: ignore[override]
         """Return one pooled vector per bag."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_int, check_probability, describe
+from tinytorch._checks import check_bool, check_int, check_probability, describe
 from tinytorch.core import functional as F
 from tinytorch.core.random import resolve_rng
 from tinytorch.core.tensor import Tensor
@@ -113,6 +113,7 @@ class Module:
         parameters = dict(self.named_parameters())
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping of names to arrays; received {describe(state)}")
+        check_bool("strict", strict)
         if strict:
             missing = sorted(set(parameters) - set(state))
             unexpected = sorted(set(state) - set(parameters))
@@ -124,14 +125,20 @@ class Module:
         for name, value in state.items():
             if name not in parameters:
                 continue
-            array = np.asarray(value.data if isinstance(value, Tensor) else value)
-            if array.shape != parameters[name].shape:
-                raise ValueError(
-                    f"state[{name!r}] must have shape {parameters[name].shape}; received shape {array.shape}"
-                )
-            if array.dtype.kind not in "fiu":
-                raise TypeError(f"state[{name!r}] must be numeric; received dtype {array.dtype}")
-            arrays[name] = array
+            try:
+                array = np.asarray(value.data if isinstance(value, Tensor) else value)
+            except ValueError as error:
+                raise ValueError(f"state[{name!r}] must be a rectangular array: {error}") from error
+            target = parameters[name]
+            if array.shape != target.shape:
+                raise ValueError(f"state[{name!r}] must have shape {target.shape}; received shape {array.shape}")
+            if array.dtype.kind != "f":
+                raise TypeError(f"state[{name!r}] must be floating point like the parameter ({target.dtype}); received dtype {array.dtype}")
+            with np.errstate(over="ignore"):
+                converted = array.astype(target.dtype)
+            if not np.array_equal(np.isfinite(converted), np.isfinite(array)):
+                raise ValueError(f"state[{name!r}] holds values too large for {target.dtype}")
+            arrays[name] = converted
         for name, array in arrays.items():
             parameters[name].data[...] = array
 

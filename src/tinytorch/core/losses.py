@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_choice, describe
+from tinytorch._checks import check_choice, check_int, describe
 from tinytorch.core.functional import as_id_array
 from tinytorch.core.tensor import Tensor
 
@@ -28,6 +28,14 @@ def cross_entropy(
         ``'sum'``, ``(*)`` for ``'none'``.
     """
     check_choice("reduction", reduction, REDUCTIONS)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a Tensor; received {describe(logits)}")
+    if logits.dtype.kind != "f" or logits.ndim == 0:
+        raise TypeError(
+            f"logits must be a floating-point Tensor with a class axis; received dtype {logits.dtype}, shape {logits.shape}"
+        )
+    if ignore_index is not None:
+        check_int("ignore_index", ignore_index)
     target_ids = as_id_array(targets)
     num_classes = logits.shape[-1]
     if target_ids.shape != logits.shape[:-1]:

@@ -12,39 +12,35 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tinytorch._checks import describe
-from tinytorch.core.layers import Parameter
+from tinytorch._checks import check_non_negative, describe
+from tinytorch.core.layers import Module, Parameter
 from tinytorch.core.tensor import RowSparseGrad
-
-
-def _check_non_negative(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number; received {describe(value)}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0; received {describe(value)}")
-    return float(value)
 
 
 def _check_betas(betas: tuple[float, float]) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2); received {describe(betas)}")
-    for beta in betas:
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"each beta must be in [0, 1); received betas={tuple(betas)}")
-    return float(betas[0]), float(betas[1])
+    beta1, beta2 = (check_non_negative("each beta", beta) for beta in betas)
+    if beta1 >= 1.0 or beta2 >= 1.0:
+        raise ValueError(f"each beta must be in [0, 1); received betas={tuple(betas)}")
+    return beta1, beta2
 
 
 class Optimizer:
     """Base class: holds the parameters and clears their gradients."""
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+        if isinstance(params, Module):
+            raise TypeError(f"optimizers take a list of parameters; received {describe(params)}. Pass model.parameters()")
         self.params = list(params)
         if not self.params:
             raise ValueError("the optimizer received an empty parameter list; pass model.parameters()")
         for param in self.params:
             if not isinstance(param, Parameter):
                 raise TypeError(f"optimizers take Parameter objects; received {describe(param)}")
-        self.lr = _check_non_negative("lr", lr)
+        if len({id(param) for param in self.params}) != len(self.params):
+            raise ValueError("the parameter list holds one Parameter more than once, which would update it twice")
+        self.lr = check_non_negative("lr", lr)
 
     def zero_grad(self) -> None:
         """Clear the gradient of every parameter."""
@@ -67,8 +63,8 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
-        self.momentum = _check_non_negative("momentum", momentum)
-        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.momentum = check_non_negative("momentum", momentum)
+        self.weight_decay = check_non_negative("weight_decay", weight_decay)
         self._buffers: dict[int, np.ndarray] = {}
 
     def step(self) -> None:
@@ -107,7 +103,7 @@ class _AdamFamily(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float, betas: tuple[float, float], eps: float) -> None:
         super().__init__(params, lr)
         self.betas = _check_betas(betas)
-        self.eps = _check_non_negative("eps", eps)
+        self.eps = check_non_negative("eps", eps)
         self._moments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._steps: dict[int, int] = {}
 
@@ -139,7 +135,7 @@ class Adam(_AdamFamily):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr, betas, eps)
-        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.weight_decay = check_non_negative("weight_decay", weight_decay)
 
     def step(self) -> None:
         """Apply one update."""
@@ -227,7 +223,7 @@ def clip_grad_norm(params: Iterable[Parameter], max_norm: float) -> float:
 
     Returns the norm before clipping. Row-sparse gradients count their stored rows.
     """
-    max_norm = _check_non_negative("max_norm", max_norm)
+    max_norm = check_non_negative("max_norm", max_norm)
     grads = [param.grad for param in params if param.grad is not None]
     squares = 0.0
     for grad in grads:
