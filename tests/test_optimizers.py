@@ -200,3 +200,17 @@ def test_clip_matches_torch():
     assert clip_grad_norm(params, 0.5) == pytest.approx(torch.nn.utils.clip_grad_norm_(references, 0.5).item())
     for param, reference in zip(params, references):
         np.testing.assert_allclose(param.grad.data, reference.grad.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("implementation", ["numpy", "numba"])
+def test_sparse_and_dense_sgd_identical_under_each_kernel(implementation):
+    from tinytorch.core import kernels
+
+    if implementation == "numba":
+        pytest.importorskip("numba")
+    previous = kernels.active_implementation()
+    kernels.set_implementation(implementation)
+    try:
+        np.testing.assert_array_equal(train_table(sparse=True, lr=0.3), train_table(sparse=False, lr=0.3))
+    finally:
+        kernels.set_implementation(previous)

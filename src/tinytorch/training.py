@@ -132,8 +132,8 @@ def sample_batch(ids: np.ndarray, batch_size: int, context: int, rng: np.random.
 def evaluate_bits_per_char(model: TransformerLM, ids: np.ndarray, num_chars: int, *, window: int, batch_size: int = 64) -> float:
     """Return the model's cross-entropy on ``ids`` in bits per character.
 
-    ``ids`` (starting with ``<BOS>``) is cut into consecutive windows of
-    ``window`` predictions; every token after the first is predicted once,
+    ``ids`` starts with ``<BOS>`` and is cut into consecutive windows of
+    ``window`` predictions. Every token after the first is predicted once,
     from the tokens before it in its window. The total is divided by
     ``num_chars``, the length of the text that ``ids`` encodes.
     """
@@ -187,7 +187,7 @@ def ngram_baselines(train_ids: np.ndarray, heldout_ids: np.ndarray, vocab_size: 
 
 @dataclass
 class TrainResult:
-    """What a training run produced: the model, its tokenizer, the loss history and timings."""
+    """The outcome of a training run: the model, its tokenizer, the loss history and timings."""
 
     model: TransformerLM
     tokenizer: Tokenizer

@@ -113,6 +113,18 @@ def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return _active().sum_rows_by_id(ids, rows)
 
 
+def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
+    """Add ``alpha * values`` to the rows ``indices`` of ``table`` in place; ``indices`` must be unique.
+
+    This is a row-sparse optimizer update. The product is rounded in the
+    table's dtype, so an SGD step matches the dense update bit for bit.
+
+    Shape:
+        ``table (num_rows, dim)``, ``indices (u,)``, ``values (u, dim)``.
+    """
+    _active().add_scaled_rows(table, indices, values, alpha)
+
+
 def bag_forward(
     weight: np.ndarray,
     ids: np.ndarray,

@@ -192,3 +192,9 @@ def bag_weight_grad(
     if padding_idx is not None:
         result[ids == padding_idx] = 0
     return result.astype(grad.dtype, copy=False)
+
+
+def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
+    """Add ``alpha * values`` to the rows ``indices`` of ``table``, in place (see ``tinytorch.core.kernels``)."""
+    scaled = np.multiply(values, table.dtype.type(alpha))  # in the table's dtype, as a dense update rounds
+    table[indices] += scaled
