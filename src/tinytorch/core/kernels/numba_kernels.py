@@ -166,7 +166,7 @@ def _scatter_add_core(ids, rows, out, row_bounds, column_block):
 
 @_compiled(parallel=True)
 def _add_scaled_rows_core(table, indices, values, alpha):
-    """Add ``values[k] * alpha`` into ``table[indices[k]]``; unique indices keep threads off each other's rows."""
+    """Add ``values[k] * alpha`` into ``table[indices[k]]``, one thread per row because the indices are unique."""
     for k in prange(indices.shape[0]):
         _add_scaled_into(table[indices[k]], values[k], alpha)
 
@@ -520,8 +520,8 @@ def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, 
     """Add ``alpha * values`` to the rows ``indices`` of ``table`` in place (see ``tinytorch.core.kernels``).
 
     Note:
-        ``indices`` must be unique: threads update rows in parallel, so a
-        repeated index is a data race here, not a last-write-wins as in NumPy.
+        ``indices`` must be unique. Threads update rows in parallel, so a
+        repeated index is a data race here, where NumPy keeps the last write.
     """
     values = np.ascontiguousarray(values)
     supported = _is_supported(table) and table.flags.writeable and values.ndim == 2 and values.dtype == table.dtype
@@ -647,22 +647,3 @@ def bag_weight_grad(
     with _LAUNCH_LOCK:
         _bag_weight_grad_core(grad, weight, flat_ids, _offsets(offsets), _padding(padding_idx), out)
     return out
-
-
-@_compiled(parallel=True)
-def _add_scaled_rows_core(table, indices, values, alpha):
-    # Indices are unique, so each row has one writer.
-    for i in prange(indices.shape[0]):
-        row = indices[i]
-        for j in range(table.shape[1]):
-            table[row, j] += alpha * values[i, j]
-
-
-def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
-    """Add ``alpha * values`` to the rows ``indices`` of ``table``, in place (see ``tinytorch.core.kernels``)."""
-    if not (_is_supported(table) and values.dtype == table.dtype and values.flags.c_contiguous):
-        numpy_kernels.add_scaled_rows(table, indices, values, alpha)
-        return
-    with _LAUNCH_LOCK:
-        # alpha in the table's dtype, so each product rounds as NumPy's does.
-        _add_scaled_rows_core(table, _flat_ids(indices), values, table.dtype.type(alpha))
