@@ -54,9 +54,24 @@ def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.nda
     """Return the fresh ``(num_rows, dim)`` sum of ``rows`` by id."""
     # np.zeros takes pages the OS zeroes on first touch, so rows no id hits cost nothing.
     out = np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
-    if ids.size:
-        unique_ids, sums = sum_rows_by_id(ids, rows)
-        out[unique_ids] = sums
+    if ids.size == 0:
+        return out
+    # The same grouping as sum_rows_by_id, but each group's sum goes straight
+    # into its output row: no intermediate array of sums to write and copy.
+    order = np.argsort(ids, kind="stable")
+    unique_ids, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)
+    # Groups go in chunks of about 1 MB of rows: a temporary that size is
+    # reused from cache, where one of hundreds of megabytes costs page faults.
+    chunk = max(1, (1 << 20) // max(1, rows.shape[1] * rows.itemsize))
+    for multiplicity in np.unique(counts):
+        groups = np.flatnonzero(counts == multiplicity)
+        for first in range(0, groups.size, chunk):
+            part = groups[first : first + chunk]
+            if multiplicity == 1:
+                out[unique_ids[part]] = rows[order[starts[part]]]
+                continue
+            positions = starts[part, np.newaxis] + np.arange(multiplicity)  # (part, m)
+            out[unique_ids[part]] = rows[order[positions]].sum(axis=1)  # (part, dim)
     return out
 
 
