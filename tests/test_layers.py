@@ -75,7 +75,7 @@ def test_load_state_dict_checks_dtype_and_range():
     with pytest.raises(TypeError, match=r"state\['norm.bias'\] must be floating point.*received dtype int64"):
         model.load_state_dict({**good, "norm.bias": np.ones(4, dtype=np.int64)})
     single = LayerNorm(4)
-    with pytest.raises(ValueError, match=r"state\['bias'\] holds values too large for float32"):
+    with pytest.raises(ValueError, match=r"state\['bias'\] contains values too large for float32"):
         single.load_state_dict({"weight": np.ones(4), "bias": np.full(4, 1e300)})
     with pytest.raises(TypeError, match="strict must be True or False; received 'no'"):
         model.load_state_dict(good, strict="no")

@@ -71,7 +71,7 @@ def test_frozen_pretrained_table_unchanged_by_training():
         (lambda p: SGD(p, lr=-1), ValueError, "lr must be a finite number >= 0; received -1"),
         (lambda p: SGD(p, lr=float("inf")), ValueError, "received inf"),
         (lambda p: Adam(p, betas=("a", 0.9)), TypeError, "each beta must be a number; received 'a'"),
-        (lambda p: SGD(p + p, lr=0.1), ValueError, "holds one Parameter more than once"),
+        (lambda p: SGD(p + p, lr=0.1), ValueError, "contains one Parameter more than once"),
         (lambda p: SGD(Linear(2, 2), lr=0.1), TypeError, r"received Linear\(2, 2\).*Pass model.parameters\(\)"),
         (lambda p: SGD(p, lr="fast"), TypeError, "lr must be a number; received 'fast'"),
         (lambda p: Adam(p, betas=(0.9, 1.0)), ValueError, r"each beta must be in \[0, 1\); received betas=\(0.9, 1.0\)"),

@@ -306,7 +306,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
     ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
     tokenize_seconds = time.perf_counter() - start
     if ids.size == 0:
-        raise ValueError(f"{source} holds no text to embed")
+        raise ValueError(f"{source} is empty: there is no text to embed")
 
     window = args.max_length
     num_windows = -(-ids.size // window)

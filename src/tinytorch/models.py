@@ -137,7 +137,7 @@ class TransformerLM(Module):
 
     @property
     def max_seq_length(self) -> int | None:
-        """The longest window the model accepts, or ``None`` when only memory limits it."""
+        """The maximum window length the model accepts, or ``None`` when only memory limits it."""
         if self.config.positional == "learned":
             return self.config.context
         if self.config.positional == "sinusoidal":

@@ -170,7 +170,7 @@ class EmbeddingProfiler:
         bookkeeping included, with a fresh output each time.
 
         Returns:
-            A dict keyed ``batch_{b}_seq_{s}``. Each entry holds
+            A dict keyed ``batch_{b}_seq_{s}``. Each entry contains
             ``batch_size``, ``seq_length``, ``total_tokens``,
             ``lookup_time_ms`` (median), ``tokens_per_second``,
             ``input_memory_mb`` (ids), ``output_memory_mb``,

@@ -371,7 +371,7 @@ class PositionalEncoding(Module):
 
     Args:
         embedding_dim: Length of each vector; odd values work.
-        max_seq_length: The longest sequence ``forward`` accepts.
+        max_seq_length: The maximum sequence length ``forward`` accepts.
         dropout: Probability of inverted dropout after the addition, applied in
             training mode only.
         rng: Generator for the dropout masks; the seeded default one if omitted.

@@ -137,7 +137,7 @@ class Module:
             with np.errstate(over="ignore"):
                 converted = array.astype(target.dtype)
             if not np.array_equal(np.isfinite(converted), np.isfinite(array)):
-                raise ValueError(f"state[{name!r}] holds values too large for {target.dtype}")
+                raise ValueError(f"state[{name!r}] contains values too large for {target.dtype}; they would become inf")
             arrays[name] = converted
         for name, array in arrays.items():
             parameters[name].data[...] = array

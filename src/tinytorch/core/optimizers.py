@@ -28,7 +28,7 @@ def _check_betas(betas: tuple[float, float]) -> tuple[float, float]:
 
 
 class Optimizer:
-    """Base class: holds the parameters and clears their gradients."""
+    """Base class of the optimizers: keeps the parameters and clears their gradients."""
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         if isinstance(params, Module):
@@ -40,7 +40,7 @@ class Optimizer:
             if not isinstance(param, Parameter):
                 raise TypeError(f"optimizers take Parameter objects; received {describe(param)}")
         if len({id(param) for param in self.params}) != len(self.params):
-            raise ValueError("the parameter list holds one Parameter more than once, which would update it twice")
+            raise ValueError("the parameter list contains one Parameter more than once, which would update it twice; remove the duplicate")
         self.lr = check_non_negative("lr", lr)
 
     def zero_grad(self) -> None:

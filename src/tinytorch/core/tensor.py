@@ -624,7 +624,12 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     cond = np.asarray(condition.data if isinstance(condition, Tensor) else condition)
     if cond.dtype != np.bool_:
         raise TypeError(f"condition must be a boolean array; received dtype {cond.dtype}")
-    a = x if isinstance(x, Tensor) else (y._coerce(x) if isinstance(y, Tensor) else Tensor(x))
+    if isinstance(x, Tensor):
+        a = x
+    elif isinstance(y, Tensor):
+        a = y._coerce(x)  # a scalar x takes y's dtype
+    else:
+        a = Tensor(x)
     b = y if isinstance(y, Tensor) else a._coerce(y)
 
     def backward(grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
