@@ -124,11 +124,17 @@ def test_training_is_reproducible_and_stoppable():
     assert stopped.losses == first.losses[:2]
 
 
-def test_numpy_float_learning_rate_is_accepted():
-    assert TrainConfig(lr=np.float32(1e-3)).lr == np.float32(1e-3)
+def test_numpy_float_learning_rate_is_accepted_and_saved(tmp_path):
+    config = TrainConfig(**{**TINY.to_dict(), "lr": np.float32(1e-3), "steps": 1})
+    assert type(config.lr) is float
+    assert config.lr == np.float32(1e-3)
+    prepared = prepare_text(config, TEXT)
+    result = train_language_model(config, prepared.train_ids, prepared.tokenizer)
+    directory = save_trained_model(tmp_path / "checkpoint", result.model, prepared.tokenizer, config)
+    assert load_trained_model(directory)[2] == config
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_divergence_raises_instead_of_saving_nan():
     prepared = prepare_text(TINY, TEXT)
     config = TrainConfig(**{**TINY.to_dict(), "lr": 1e30, "grad_clip": 0.0, "warmup_steps": 0, "steps": 20})

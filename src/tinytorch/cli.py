@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import platform
 import signal
 import sys
@@ -372,7 +373,8 @@ def _read_positional_report(path: Path) -> dict[str, Any]:
     if problem is None:
         for kind in ("sinusoidal", "learned"):
             entry = results.get(kind) if isinstance(results, dict) else None
-            if not isinstance(entry, dict) or not isinstance(entry.get("heldout_bits_per_char"), (int, float)):
+            value = entry.get("heldout_bits_per_char") if isinstance(entry, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 problem = f"it has no measured result for {kind!r}"
                 break
     if problem is not None:

@@ -65,8 +65,10 @@ class TrainConfig:
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_int("seed", self.seed, minimum=0)
         for name in ("lr", "weight_decay", "grad_clip"):
-            check_non_negative(name, getattr(self, name))
-        if check_non_negative("min_lr_ratio", self.min_lr_ratio) > 1.0:
+            # Stored as a Python float, so that a NumPy scalar still saves as JSON.
+            object.__setattr__(self, name, check_non_negative(name, getattr(self, name)))
+        object.__setattr__(self, "min_lr_ratio", check_non_negative("min_lr_ratio", self.min_lr_ratio))
+        if self.min_lr_ratio > 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; received {describe(self.min_lr_ratio)}")
         self.model_config(vocab_size=1)  # checks the model's fields (dimensions, heads, positional, tie_weights) now
 
@@ -238,15 +240,18 @@ def train_language_model(
             logger.warning("training stopped after %d of %d steps", result.steps_done, config.steps)
             break
         inputs, targets = sample_batch(train_ids, config.batch_size, config.context, rng)
-        logits = model(inputs)
-        loss = cross_entropy(logits, targets)
+        # A diverging run overflows; the finite-loss check below reports it once,
+        # instead of NumPy warning from every operation.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = model(inputs)
+            loss = cross_entropy(logits, targets)
 
-        optimizer.zero_grad()
-        loss.backward()
-        if config.grad_clip:
-            clip_grad_norm(optimizer.params, config.grad_clip)
-        optimizer.lr = learning_rate(step, config)
-        optimizer.step()
+            optimizer.zero_grad()
+            loss.backward()
+            if config.grad_clip:
+                clip_grad_norm(optimizer.params, config.grad_clip)
+            optimizer.lr = learning_rate(step, config)
+            optimizer.step()
 
         loss_value = float(loss.item())
         if not math.isfinite(loss_value):
