@@ -43,7 +43,7 @@ def test_symlink_target_is_replaced_and_link_kept(tmp_path):
     assert target.read_text() == "new"
 
 
-def test_failed_write_keeps_old_content_and_leaves_no_temporary(tmp_path):
+def test_failed_write_keeps_old_file(tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("old")
 

@@ -180,9 +180,11 @@ def trained_run(tmp_path_factory):
 def test_train_writes_report_checkpoint_and_figures(trained_run):
     out, result = trained_run
     report = json.loads((out / "report.json").read_text())
-    assert report["steps_done"] == 4 and not report["interrupted"]
+    assert report["steps_done"] == 4
+    assert not report["interrupted"]
     assert len(report["losses"]) == 4
-    assert report["config"]["context"] == 16 and report["config"]["positional"] == "sinusoidal"
+    assert report["config"]["context"] == 16
+    assert report["config"]["positional"] == "sinusoidal"
     assert report["improvement_over_bigram"] == pytest.approx(1 - report["heldout_bits_per_char"] / report["bigram_bits_per_char"])
     assert 3.0 < report["bigram_bits_per_char"] < report["unigram_bits_per_char"]
     assert f"{report['heldout_bits_per_char']:.3f}" in result.stdout

@@ -262,7 +262,9 @@ def test_gradient_flows_through_downstream_ops():
 def test_sinusoidal_formula_element_by_element():
     d = 6
     pe = PositionalEncoding(embedding_dim=d, max_seq_length=20).pe
-    assert isinstance(pe, Tensor) and pe.shape == (20, d) and pe.dtype == np.float32
+    assert isinstance(pe, Tensor)
+    assert pe.shape == (20, d)
+    assert pe.dtype == np.float32
     for pos in range(20):
         for i in range(d // 2):
             angle = pos / 10000 ** (2 * i / d)
@@ -285,7 +287,7 @@ def test_odd_embedding_dim():
         assert pe[pos, 2 * i + 1] == pytest.approx(math.cos(pos / 10000 ** (2 * i / 5)), abs=1e-7)
 
 
-def test_encoding_adds_first_rows_to_2d_and_3d_input():
+def test_encoding_adds_first_rows():
     layer = PositionalEncoding(embedding_dim=4, max_seq_length=10)
     x2 = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(layer(Tensor(x2)).data, x2 + layer.pe.data[:3])
@@ -426,7 +428,8 @@ def test_learned_positions_gradient_reaches_input_and_table():
 def test_module_train_eval_recurse():
     layer = LearnedPositionalEmbedding(max_seq_length=6, embedding_dim=3)
     layer.eval()
-    assert not layer.training and not layer.position_embedding.training
+    assert not layer.training
+    assert not layer.position_embedding.training
     layer.train()
     assert layer.training and layer.position_embedding.training
 

@@ -44,9 +44,9 @@ def test_state_dict_round_trip_updates_in_place():
     source, target = TwoLayers(), TwoLayers()
     for parameter in source.parameters:
         parameter.data[...] = np.random.default_rng(1).standard_normal(parameter.shape)
-    held = target.parameters[0]
+    original_weight = target.parameters[0]
     target.load_state_dict({name: array.copy() for name, array in source.state_dict().items()})
-    assert target.parameters[0] is held
+    assert target.parameters[0] is original_weight
     for name, array in source.state_dict().items():
         np.testing.assert_array_equal(target.state_dict()[name], array)
 

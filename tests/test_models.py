@@ -71,7 +71,7 @@ def test_positions_matter_only_with_an_encoding():
     for positional, same in (("none", True), ("sinusoidal", False)):
         model = TransformerLM(ModelConfig(vocab_size=12, context=4, embedding_dim=8, num_heads=2, hidden_dim=16, positional=positional), rng=np.random.default_rng(8))
         logits = model(np.array([[4, 4, 4, 4]])).data[0]
-        # Identical tokens: without positions every position sees the same set of values.
+        # Identical tokens: without positions every position attends to the same set of values.
         assert np.allclose(logits[0], logits[3], atol=1e-5) is same
     assert model(ids).shape == (1, 4, 12)
 
@@ -127,7 +127,8 @@ def test_generate_checks_and_seed():
     model = TransformerLM(ModelConfig(vocab_size=10, context=4, embedding_dim=4, num_heads=1, hidden_dim=8), rng=np.random.default_rng(11))
     first = generate(model, [1], 12, rng=np.random.default_rng(5))
     assert first == generate(model, [1], 12, rng=np.random.default_rng(5))
-    assert len(first) == 13 and first[0] == 1
+    assert len(first) == 13
+    assert first[0] == 1
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0; received -1"):
         generate(model, [1], 3, temperature=-1, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="prompt_ids must hold at least one id"):

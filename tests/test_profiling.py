@@ -36,7 +36,8 @@ def test_median_seconds_takes_median(monkeypatch):
 def test_copy_bandwidth_is_positive_and_best_of_two():
     result = measure_copy_bandwidth(size_mb=8, repeats=2)
     assert result["array_mb"] == 8.0
-    assert result["one_thread_gb_s"] > 0 and result["two_threads_gb_s"] > 0
+    assert result["one_thread_gb_s"] > 0
+    assert result["two_threads_gb_s"] > 0
     assert result["copy_bandwidth_gb_s"] == max(result["one_thread_gb_s"], result["two_threads_gb_s"])
 
 
@@ -89,11 +90,13 @@ def test_compare_positional_encodings(profiler):
     sinusoidal, learned = results["sinusoidal"], results["learned"]
     assert sinusoidal["parameters"] == 0
     assert learned["parameters"] == 20 * 16
-    assert sinusoidal["deterministic"] is True and learned["deterministic"] is False
+    assert sinusoidal["deterministic"] is True
+    assert learned["deterministic"] is False
     assert sinusoidal["extrapolation"] is None
     assert learned["extrapolation"] == 20
     assert sinusoidal["memory_usage_mb"] == learned["memory_usage_mb"] == 20 * 16 * 4 / 2**20
-    assert sinusoidal["computation_time_ms"] > 0 and learned["computation_time_ms"] > 0
+    assert sinusoidal["computation_time_ms"] > 0
+    assert learned["computation_time_ms"] > 0
     assert profiler.compare_positional_encodings(10, 8, max_seq_length=64)["learned"]["extrapolation"] == 64
 
 

@@ -81,13 +81,13 @@ def measure_copy_bandwidth(*, size_mb: int = 256, repeats: int = 5) -> dict[str,
         worker.join()
 
     moved = 2 * source.nbytes
-    one = moved / median_seconds(copy_one_thread, repeats=repeats) / 1e9
-    two = moved / median_seconds(copy_two_threads, repeats=repeats) / 1e9
-    logger.info("copy bandwidth: %.1f GB/s one thread, %.1f GB/s two threads", one, two)
+    one_thread = moved / median_seconds(copy_one_thread, repeats=repeats) / 1e9
+    two_threads = moved / median_seconds(copy_two_threads, repeats=repeats) / 1e9
+    logger.info("copy bandwidth: %.1f GB/s one thread, %.1f GB/s two threads", one_thread, two_threads)
     return {
-        "one_thread_gb_s": one,
-        "two_threads_gb_s": two,
-        "copy_bandwidth_gb_s": max(one, two),
+        "one_thread_gb_s": one_thread,
+        "two_threads_gb_s": two_threads,
+        "copy_bandwidth_gb_s": max(one_thread, two_threads),
         "array_mb": float(size_mb),
     }
 

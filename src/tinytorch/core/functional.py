@@ -159,7 +159,7 @@ def embedding_bag(
 ) -> Tensor:
     """Pool the table rows of each bag of ids by ``'sum'``, ``'mean'`` or ``'max'``, with PyTorch's rules.
 
-    2-D input holds one bag per row. 1-D input needs ``offsets``, the start of
+    2-D input has one bag per row. 1-D input needs ``offsets``, the start of
     each bag (``offsets[0] == 0``, non-decreasing); with
     ``include_last_offset`` the final offset is ``len(input)`` and marks the
     end of the last bag. Ids equal to ``padding_idx`` (non-negative) are

@@ -75,7 +75,7 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
 class RowSparseGrad:
     """A gradient that is zero except in a few rows of a 2-D table.
 
-    ``indices`` holds sorted unique row numbers and ``values`` their rows, so
+    ``indices`` contains sorted unique row numbers and ``values`` their rows, so
     an optimizer can update just those rows. Adding another gradient merges
     (with another ``RowSparseGrad``) or densifies (with an array).
 
@@ -328,7 +328,7 @@ class Tensor:
         if previous is not None:
             total = previous + grad  # a new array or RowSparseGrad
         elif isinstance(grad, RowSparseGrad) or (not shared and grad.flags.owndata and grad.dtype == self.dtype):
-            # A fresh array that nothing else holds (such as a lookup's table
+            # A fresh array that nothing else references (such as a lookup's table
             # gradient) is kept as it is: copying a large table costs as much
             # as computing it.
             total = grad

@@ -135,7 +135,7 @@ def bag_forward(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pool the rows of each bag: ``'sum'``, ``'mean'`` or ``'max'``.
 
-    Bag ``b`` holds ``ids[offsets[b]:offsets[b + 1]]`` (the last bag runs to
+    Bag ``b`` contains ``ids[offsets[b]:offsets[b + 1]]`` (the last bag runs to
     the end). Ids equal to ``padding_idx`` are skipped; ``'mean'`` divides by
     the number of other ids; a bag with no other ids gives a zero row.
     ``per_sample_weights`` (``'sum'`` only) scales each row.
