@@ -229,12 +229,29 @@ def validation_cost(vocab_size: int, id_batches: list[np.ndarray], repeats: int)
     return statistics.median(samples) * 1e3
 
 
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """Parse ``"50000x256,32000x4096"`` into ``((50000, 256), (32000, 4096))``."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise argparse.ArgumentTypeError(f"a shape must look like 50000x256; received {item!r}")
+        shapes.append((int(parts[0]), int(parts[1])))
+    return tuple(shapes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (default: 7)")
     parser.add_argument("--torch-only", action="store_true", help="time PyTorch alone (for the huge-pages run)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=SHAPES,
+        help="comma-separated table shapes, such as 50000x256,32000x4096 (default: the three above)",
+    )
     args = parser.parse_args()
 
     torch = None
@@ -278,7 +295,7 @@ def main() -> int:
 
         report["versions"]["numba"] = numba.__version__
 
-    for vocab_size, dim in SHAPES:
+    for vocab_size, dim in args.shapes:
         rng = np.random.default_rng(0)
         id_batches = [rng.integers(0, vocab_size, size=(BATCH, SEQ), dtype=np.int64) for _ in range(ID_BATCHES)]
         bag_inputs = [random_bags(rng, vocab_size) for _ in range(ID_BATCHES)]

@@ -266,6 +266,19 @@ def test_sum_rows_by_id_huge_ids(implementation):
     assert sums.tolist() == [[6, 7], [2, 3], [0 + 4, 1 + 5]]
 
 
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_group_ids_is_a_stable_sort(case):
+    from tinytorch.core.kernels.numpy_kernels import group_ids
+
+    ids = id_cases(50, 40, np.random.default_rng(19))[case].astype(np.int32)
+    unique_ids, starts, order = group_ids(ids)
+    np.testing.assert_array_equal(order, np.argsort(ids, kind="stable"))
+    np.testing.assert_array_equal(unique_ids, np.unique(ids))
+    assert unique_ids.dtype == np.int64
+    np.testing.assert_array_equal(np.diff(starts), np.unique(ids, return_counts=True)[1])
+    assert starts[-1] == ids.size
+
+
 def test_scatter_add_keeps_float32(implementation):
     rows = np.ones((4, 3), dtype=np.float32)
     assert kernels.scatter_add_rows(np.array([0, 0, 1, 2]), rows, 3).dtype == np.float32
@@ -333,6 +346,22 @@ def test_add_scaled_rows_matches_loop(implementation, count, id_dtype, dtype):
     np.testing.assert_array_equal(table, expected)
 
 
+@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("dim", DIMS)
+def test_add_scaled_rows_sums_repeated_indices_first(implementation, case, dtype, dim):
+    """Repeated indices act as one index whose values were summed in order, then scaled and added."""
+    rng = np.random.default_rng(18)
+    indices = id_cases(50, 40, rng)[case]
+    table = rng.standard_normal((50, dim)).astype(dtype)
+    values = rng.standard_normal((indices.size, dim)).astype(dtype)
+    summed = loop_scatter_add(indices, values, 50)
+    unique = np.unique(indices)
+    expected = loop_add_scaled_rows(table, unique, summed[unique], -0.3)
+    kernels.add_scaled_rows(table, indices, values, -0.3)
+    np.testing.assert_array_equal(table, expected)
+
+
 def test_add_scaled_rows_float64_values_on_float32_table(implementation):
     rng = np.random.default_rng(16)
     table = rng.standard_normal((20, 6)).astype(np.float32)
@@ -385,6 +414,25 @@ def test_bag_forward_matches_loop(implementation, mode, weighted, padding_idx, i
         np.testing.assert_array_equal(positions, expected_positions)
     else:
         assert positions is None
+
+
+@pytest.mark.parametrize(("mode", "weighted", "padding_idx"), BAG_SETTINGS)
+@pytest.mark.parametrize("bags_per_chunk", [1, 2, 5])
+def test_numpy_bag_forward_in_small_chunks(monkeypatch, mode, weighted, padding_idx, bags_per_chunk):
+    """Chunks of a few bags put chunk edges between bags of every length, empty bags included."""
+    from tinytorch.core.kernels import numpy_kernels
+
+    rng = np.random.default_rng(17)
+    ids, offsets = bag_layout(rng, np.int64)
+    weight = tie_table(rng, np.float64, 4)
+    sample_weights = rng.standard_normal(ids.size) if weighted else None
+    monkeypatch.setattr(numpy_kernels, "_BAG_CHUNK_BYTES", bags_per_chunk * 4 * 8)
+
+    pooled, positions = numpy_kernels.bag_forward(weight, ids, offsets, mode, sample_weights, padding_idx)
+    expected, expected_positions = loop_bag_forward(weight, ids, offsets, mode, sample_weights, padding_idx)
+    np.testing.assert_allclose(pooled, expected, **tolerance(np.float64))
+    if mode == "max":
+        np.testing.assert_array_equal(positions, expected_positions)
 
 
 @pytest.mark.parametrize(("mode", "weighted", "padding_idx"), BAG_SETTINGS)

@@ -191,6 +191,35 @@ def test_sparse_gradient_densifies_to_dense_gradient():
     np.testing.assert_array_equal(sparse.weight.grad.to_dense(), dense.weight.grad.data)
 
 
+def test_sparse_gradient_stays_uncoalesced_until_read():
+    layer = Embedding(10, 2, dtype=np.float64, sparse=True)
+    upstream = np.arange(8.0).reshape(4, 2)
+    layer([3, 1, 3, 3]).backward(upstream)
+    grad = layer.weight.grad
+    assert not grad.is_coalesced()
+    assert "coalesced=False" in repr(grad)
+    assert grad.indices.tolist() == [1, 3]
+    assert grad.is_coalesced()
+    assert grad.values.tolist() == [[2, 3], [0 + 4 + 6, 1 + 5 + 7]]
+    assert not np.shares_memory(grad.values, upstream)  # reading values never exposes the caller's array
+
+
+def test_sparse_gradient_add_to_matches_coalesced_update():
+    rng = np.random.default_rng(20)
+    ids = np.minimum(rng.zipf(1.4, size=300) - 1, 39)
+    upstream = rng.standard_normal((300, 16)).astype(np.float32)
+    layer = Embedding(40, 16, sparse=True)
+    layer(ids).backward(upstream)
+    grad = layer.weight.grad
+    direct = layer.weight.data.copy()
+    grad.add_to(direct, -0.1)
+    assert not grad.is_coalesced()
+    coalesced = layer.weight.data.copy()
+    coalesced[grad.indices] += grad.values * np.float32(-0.1)
+    np.testing.assert_array_equal(direct, coalesced)
+    np.testing.assert_array_equal(grad.to_dense()[grad.indices], grad.values)
+
+
 def test_sparse_gradients_accumulate_across_backward_calls():
     layer = Embedding(6, 2, sparse=True)
     layer([1, 2]).sum().backward()

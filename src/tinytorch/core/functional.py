@@ -98,15 +98,14 @@ def embedding(
         return (table_grad,)
 
     def sparse_backward(grad: np.ndarray) -> tuple[RowSparseGrad]:
-        flat_grad = grad.reshape(-1, grad.shape[-1])  # (n, embedding_dim)
-        if flat_ids.size == 0:
-            rows, sums = flat_ids, flat_grad
-        else:
-            rows, sums = kernels.sum_rows_by_id(flat_ids, flat_grad)
+        rows, values = flat_ids, grad.reshape(-1, grad.shape[-1])  # (n,), (n, embedding_dim)
         if padding_idx is not None:
             keep = rows != padding_idx
-            rows, sums = rows[keep], sums[keep]
-        return (RowSparseGrad(rows, sums, weight.shape),)
+            if not keep.all():
+                rows, values = rows[keep], values[keep]
+        # Left uncoalesced, as PyTorch leaves it: an SGD step then adds the
+        # rows without first writing their sums to a new array.
+        return (RowSparseGrad(rows, values, weight.shape, coalesced=False),)
 
     return Tensor._from_op(out, (weight,), sparse_backward if sparse else dense_backward)
 

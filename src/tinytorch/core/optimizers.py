@@ -13,7 +13,6 @@ from collections.abc import Iterable
 import numpy as np
 
 from tinytorch._checks import check_non_negative, describe
-from tinytorch.core import kernels
 from tinytorch.core.layers import Module, Parameter
 from tinytorch.core.tensor import RowSparseGrad
 
@@ -81,7 +80,7 @@ class SGD(Optimizer):
                         f"received momentum={self.momentum}, weight_decay={self.weight_decay}. "
                         "Build the Embedding with sparse=False to use them"
                     )
-                kernels.add_scaled_rows(param.data, grad.indices, grad.values, -self.lr)
+                grad.add_to(param.data, -self.lr)
                 continue
 
             update = grad.data

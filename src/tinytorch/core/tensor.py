@@ -75,9 +75,16 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
 class RowSparseGrad:
     """A gradient that is zero except in a few rows of a 2-D table.
 
-    ``indices`` contains sorted unique row numbers and ``values`` their rows, so
-    an optimizer can update just those rows. Adding another gradient merges
-    (with another ``RowSparseGrad``) or densifies (with an array).
+    It holds row numbers and one row of values for each. With
+    ``coalesced=True`` the row numbers are sorted and unique. With
+    ``coalesced=False``, as a lookup's backward makes it, they may repeat in
+    any order, and repeated rows add up. ``indices`` and ``values`` always
+    give the coalesced form, summing the repeats on first use.
+
+    An optimizer step can skip that sum: ``add_to`` adds the rows straight
+    into a table. Like PyTorch's sparse lookup gradient, an uncoalesced
+    gradient may share memory with the upstream gradient that produced it,
+    until it is coalesced.
 
     Shape:
         ``indices (u,)``, ``values (u, dim)``, representing ``shape == (num_rows, dim)``.
@@ -85,37 +92,69 @@ class RowSparseGrad:
 
     __array_ufunc__ = None  # make ``ndarray + RowSparseGrad`` call __radd__
 
-    def __init__(self, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> None:
-        self.indices = indices
-        self.values = values
+    def __init__(self, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int], *, coalesced: bool = True) -> None:
+        self._indices = indices
+        self._values = values
+        self._coalesced = coalesced
         self.shape = shape
+
+    def is_coalesced(self) -> bool:
+        """Return whether the row numbers are known to be sorted and unique."""
+        return self._coalesced
+
+    def _coalesce(self) -> None:
+        if not self._coalesced:
+            self._indices, self._values = kernels.sum_rows_by_id(self._indices, self._values)
+            self._coalesced = True
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The sorted unique row numbers, shape ``(u,)``."""
+        self._coalesce()
+        return self._indices
+
+    @property
+    def values(self) -> np.ndarray:
+        """The summed row of each of ``indices``, shape ``(u, dim)``."""
+        self._coalesce()
+        return self._values
 
     @property
     def dtype(self) -> np.dtype:
         """The dtype of ``values``."""
-        return self.values.dtype
+        return self._values.dtype
+
+    def add_to(self, table: np.ndarray, alpha: float = 1.0) -> None:
+        """Add ``alpha`` times this gradient to ``table`` in place, touching only its rows.
+
+        The result equals coalescing first, bit for bit, but repeated rows are
+        summed on the fly instead of into a new array.
+        """
+        kernels.add_scaled_rows(table, self._indices, self._values, alpha)
 
     def to_dense(self) -> np.ndarray:
         """Return the full ``shape`` array, with zeros in the rows not listed."""
-        dense = np.zeros(self.shape, dtype=self.values.dtype)
-        dense[self.indices] = self.values
-        return dense
+        return kernels.scatter_add_rows(self._indices, self._values, self.shape[0])
 
     def __add__(self, other: Any) -> RowSparseGrad | np.ndarray:
         if isinstance(other, RowSparseGrad):
+            # Each side is summed first, so the total rounds as two dense gradients added would.
             indices, values = kernels.sum_rows_by_id(
                 np.concatenate([self.indices, other.indices]),
                 np.concatenate([self.values, other.values]),
             )
             return RowSparseGrad(indices, values, self.shape)
-        dense = np.array(other, dtype=np.result_type(other, self.values), copy=True)
+        dense = np.array(other, dtype=np.result_type(other, self._values), copy=True)
         dense[self.indices] += self.values
         return dense
 
     __radd__ = __add__
 
     def __repr__(self) -> str:
-        return f"RowSparseGrad(rows={self.indices.size} of {self.shape[0]}, dim={self.shape[1]}, dtype={self.dtype})"
+        return (
+            f"RowSparseGrad(rows={self._indices.size} of {self.shape[0]}, dim={self.shape[1]}, "
+            f"dtype={self.dtype}, coalesced={self._coalesced})"
+        )
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

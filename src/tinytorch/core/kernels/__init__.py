@@ -114,10 +114,12 @@ def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
-    """Add ``alpha * values`` to the rows ``indices`` of ``table`` in place; ``indices`` must be unique.
+    """Add ``alpha * values`` to the rows ``indices`` of ``table`` in place.
 
-    This is a row-sparse optimizer update. The product is rounded in the
-    table's dtype, so an SGD step matches the dense update bit for bit.
+    This is a row-sparse optimizer update. Indices may repeat in any order:
+    the values of one index are summed first, in their order, then scaled.
+    The product is rounded in the table's dtype, so an SGD step matches the
+    dense update bit for bit.
 
     Shape:
         ``table (num_rows, dim)``, ``indices (u,)``, ``values (u, dim)``.

@@ -26,6 +26,7 @@ row updates whose dtype differs from the table's.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable
 
@@ -48,8 +49,9 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # cache line, so two threads rarely write the same line.
 _MIN_COLUMNS_PER_PART = 16
 
-# How many ids ahead ``_touch_ahead`` reads: 4 to 32 measured the same.
-_TOUCH_DISTANCE = 8
+# How many ids ahead ``_touch_ahead`` reads. For a lookup of 16,384 ids, 32
+# measured 17-21% faster than 8 at 128 and 256 columns, and 64 no faster.
+_TOUCH_DISTANCE = 32
 
 # No padding id: ids are non-negative, so -1 never matches.
 _NO_PADDING = -1
@@ -117,6 +119,12 @@ def _copy_into(target, source):
 
 
 @_compiled(parallel=False)
+def _scale_into(target, source, scale):
+    for j in range(target.shape[0]):
+        target[j] = source[j] * scale
+
+
+@_compiled(parallel=False)
 def _add_into(target, source):
     for j in range(target.shape[0]):
         target[j] += source[j]
@@ -133,12 +141,14 @@ def _add_scaled_into(target, source, scale):
 def _touch_ahead(weight, ids, i):
     """Read the first value of the row that id ``i + _TOUCH_DISTANCE`` selects, so that its load starts early.
 
-    Pooling a bag adds rows one after another into one output row, so the
-    CPU waits for each random table row in turn. This read lets the memory
-    system fetch a later row meanwhile. Callers sum the values read and
-    return the sum, so that the compiler cannot drop the reads. The read
-    made ``'sum'`` pooling of 16,384 ids from a 1,000,000 x 128 float32 table
-    2x faster (2 threads of an Intel Xeon VM).
+    Table rows are read in random order, so the hardware prefetcher cannot
+    guess the next one, and pooling a bag adds rows one after another into
+    one output row, so the CPU waits for each row in turn. This read lets
+    the memory system fetch a later row meanwhile. Callers sum the values
+    read and return the sum, so that the compiler cannot drop the reads. The
+    read made ``'sum'`` pooling of 16,384 ids from a 1,000,000 x 128 float32
+    table 2x faster, and a lookup of those ids 1.2x faster (2 threads of an
+    Intel Xeon VM).
     """
     ahead = i + _TOUCH_DISTANCE
     if ahead < ids.shape[0] and weight.shape[1] > 0:
@@ -148,8 +158,12 @@ def _touch_ahead(weight, ids, i):
 
 @_compiled(parallel=True)
 def _gather_core(weight, ids, out):
+    """Copy ``weight[ids[i]]`` into ``out[i]``; return the sum of the values ``_touch_ahead`` read."""
+    touched = 0.0
     for i in prange(ids.shape[0]):
+        touched += _touch_ahead(weight, ids, i)
         _copy_into(out[i], weight[ids[i]])
+    return touched
 
 
 @_compiled(parallel=True)
@@ -164,70 +178,11 @@ def _scatter_add_core(ids, rows, out, row_bounds, column_block):
                 _add_into(out[row, column_start:column_stop], rows[i, column_start:column_stop])
 
 
-@_compiled(parallel=True)
-def _add_scaled_rows_core(table, indices, values, alpha):
-    """Add ``values[k] * alpha`` into ``table[indices[k]]``, one thread per row because the indices are unique."""
-    for k in prange(indices.shape[0]):
-        _add_scaled_into(table[indices[k]], values[k], alpha)
-
-
 @_compiled(parallel=False)
-def _pack_keys(ids, shift):
-    """Return ``ids[i] << shift | i``: sorting these keys is a stable sort of ``ids``."""
-    keys = np.empty(ids.shape[0], dtype=np.int64)
-    for i in range(ids.shape[0]):
-        keys[i] = (ids[i] << shift) | i
-    return keys
-
-
-@_compiled(parallel=False)
-def _group_sorted_keys(keys, shift):
-    """Split sorted packed keys into the unique ids, each group's start, and the positions in order."""
-    n = keys.shape[0]
-    mask = (np.int64(1) << shift) - 1
-    order = np.empty(n, dtype=np.int64)
-    num_groups = 0
-    previous = -1
-    for i in range(n):
-        order[i] = keys[i] & mask
-        current = keys[i] >> shift
-        if current != previous:
-            num_groups += 1
-            previous = current
-
-    unique_ids = np.empty(num_groups, dtype=np.int64)
-    starts = np.empty(num_groups + 1, dtype=np.int64)
-    group = -1
-    previous = -1
-    for i in range(n):
-        current = keys[i] >> shift
-        if current != previous:
-            group += 1
-            unique_ids[group] = current
-            starts[group] = i
-            previous = current
-    starts[num_groups] = n
-    return unique_ids, starts, order
-
-
-@_compiled(parallel=False)
-def _group_sorted_ids(sorted_ids):
-    """Return the unique ids of a sorted array and each group's start."""
-    n = sorted_ids.shape[0]
-    num_groups = 0
-    for i in range(n):
-        if i == 0 or sorted_ids[i] != sorted_ids[i - 1]:
-            num_groups += 1
-    unique_ids = np.empty(num_groups, dtype=np.int64)
-    starts = np.empty(num_groups + 1, dtype=np.int64)
-    group = 0
-    for i in range(n):
-        if i == 0 or sorted_ids[i] != sorted_ids[i - 1]:
-            unique_ids[group] = sorted_ids[i]
-            starts[group] = i
-            group += 1
-    starts[num_groups] = n
-    return unique_ids, starts
+def _fault_in(buffer, page_size):
+    """Write a zero byte into every page of the fresh, zeroed ``buffer``, so that the OS maps it now, on this thread."""
+    for k in range(0, buffer.shape[0], page_size):
+        buffer[k] = 0
 
 
 @_compiled(parallel=True)
@@ -241,6 +196,33 @@ def _sum_groups_core(rows, order, starts, sums, group_bounds, column_block):
             _copy_into(target, rows[order[starts[group]], column_start:column_stop])
             for k in range(starts[group] + 1, starts[group + 1]):
                 _add_into(target, rows[order[k], column_start:column_stop])
+
+
+@_compiled(parallel=True)
+def _add_scaled_groups_core(table, rows, unique_ids, order, starts, alpha, group_bounds, column_block):
+    """Add ``alpha`` times the sum of group ``g``'s rows into ``table[unique_ids[g]]``.
+
+    A group of several rows is summed in a small per-thread buffer, adding
+    the rows in ``order`` as ``_sum_groups_core`` does, so the table row
+    receives the same value as in coalescing first and adding the sums
+    afterwards. A group of one row is added directly: skipping the buffer
+    made a step after 16,384 uniform ids into a 32,000 x 4,096 float32 table
+    1.3x faster (2 threads of an Intel Xeon VM).
+    """
+    dim = table.shape[1]
+    for part in prange(_num_parts(group_bounds, column_block, dim)):
+        group_start, group_stop, column_start, column_stop = _part_box(part, group_bounds, column_block, dim)
+        total = np.empty(column_stop - column_start, dtype=rows.dtype)
+        for group in range(group_start, group_stop):
+            target = table[unique_ids[group], column_start:column_stop]
+            first = rows[order[starts[group]], column_start:column_stop]
+            if starts[group + 1] - starts[group] == 1:
+                _add_scaled_into(target, first, alpha)
+                continue
+            _copy_into(total, first)
+            for k in range(starts[group] + 1, starts[group + 1]):
+                _add_into(total, rows[order[k], column_start:column_stop])
+            _add_scaled_into(target, total, alpha)
 
 
 @_compiled(parallel=False)
@@ -291,18 +273,25 @@ def _bag_sum_core(weight, ids, offsets, sample_weights, mean, padding_idx, out):
         start = offsets[bag]
         stop = offsets[bag + 1] if bag + 1 < num_bags else n
         target = out[bag]
-        target[:] = 0
         count = 0
         for i in range(start, stop):
             touched += _touch_ahead(weight, ids, i)
             row = ids[i]
             if row == padding_idx:
                 continue
-            count += 1
-            if weighted:
+            # The first row is copied, not added to zeros: one pass less over
+            # the output row, 1.2-1.4x faster at 128 and 256 columns.
+            if count == 0 and weighted:
+                _scale_into(target, weight[row], sample_weights[i])
+            elif count == 0:
+                _copy_into(target, weight[row])
+            elif weighted:
                 _add_scaled_into(target, weight[row], sample_weights[i])
             else:
                 _add_into(target, weight[row])
+            count += 1
+        if count == 0:
+            target[:] = 0
         if mean:
             counts[bag] = max(count, 1)
             divisor = counts[bag]
@@ -451,6 +440,21 @@ def _balanced_group_bounds(starts: np.ndarray, parts: int) -> tuple[np.ndarray, 
     return bounds, int(np.diff(starts[bounds]).max())
 
 
+def _zeros(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """Return a zeroed array whose pages the calling thread has already had the OS map.
+
+    Scatter cores write rows in random order into a fresh ``np.zeros``
+    array, so their threads often fault on the same huge page at once. On
+    the 2-vCPU KVM development machine, that measured up to 9x slower than
+    one thread faulting every page first (a 50,000 x 256 float32 gradient:
+    median 63 ms against 7 ms), with outliers of 0.7 s at 512 MB. Gathers
+    write their output in order and measured no such cost, so they skip this.
+    """
+    out = np.zeros(shape, dtype=dtype)
+    _fault_in(out.reshape(-1).view(np.uint8), mmap.PAGESIZE)
+    return out
+
+
 def gather_rows(weight: np.ndarray, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Return ``weight[ids]`` (see ``tinytorch.core.kernels.gather_rows``)."""
     if not _is_supported(weight):
@@ -470,8 +474,7 @@ def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.nda
     rows = np.ascontiguousarray(rows)
     if not _is_supported(rows):
         return numpy_kernels.scatter_add_rows(ids, rows, num_rows)
-    # np.zeros maps pages that the OS zeroes on first touch, so memory that no id reaches is never written.
-    out = np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
+    out = _zeros((num_rows, rows.shape[1]), rows.dtype)
     flat_ids = _flat_ids(ids)
     if flat_ids.size:
         row_bounds, column_block = _partition(
@@ -483,33 +486,14 @@ def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.nda
 
 
 def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sorted unique ids and the sum of each id's rows (see ``tinytorch.core.kernels``).
-
-    Each id and its position are packed into one int64 key, so sorting the
-    keys with ``np.sort`` is a stable sort of the ids. NumPy's sort measured
-    10x faster than numba's on 16,384 keys. Ids too large to pack take a
-    stable ``np.argsort`` instead.
-    """
+    """Return the sorted unique ids and the sum of each id's rows (see ``tinytorch.core.kernels``)."""
     rows = np.ascontiguousarray(rows)
     if not _is_supported(rows):
         return numpy_kernels.sum_rows_by_id(ids, rows)
-    flat_ids = _flat_ids(ids)
-    n = flat_ids.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, rows.shape[1]), dtype=rows.dtype)
-
-    shift = max(1, (n - 1).bit_length())
-    if int(flat_ids.max()) < 1 << (63 - shift):
-        keys = _pack_keys(flat_ids, shift)
-        keys.sort()
-        unique_ids, starts, order = _group_sorted_keys(keys, shift)
-    else:
-        order = np.argsort(flat_ids, kind="stable")
-        unique_ids, starts = _group_sorted_ids(flat_ids[order])
-
+    unique_ids, starts, order = numpy_kernels.group_ids(ids)
     sums = np.empty((unique_ids.size, rows.shape[1]), dtype=rows.dtype)
     group_bounds, column_block = _partition(
-        unique_ids.size, rows.shape[1], n, lambda parts: _balanced_group_bounds(starts, parts)
+        unique_ids.size, rows.shape[1], order.size, lambda parts: _balanced_group_bounds(starts, parts)
     )
     with _LAUNCH_LOCK:
         _sum_groups_core(rows, order, starts, sums, group_bounds, column_block)
@@ -517,22 +501,27 @@ def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
-    """Add ``alpha * values`` to the rows ``indices`` of ``table`` in place (see ``tinytorch.core.kernels``).
+    """Add ``alpha`` times each index's summed values to ``table`` in place (see ``tinytorch.core.kernels``).
 
-    Note:
-        ``indices`` must be unique. Threads update rows in parallel, so a
-        repeated index is a data race here, where NumPy keeps the last write.
+    Repeated indices are grouped as ``sum_rows_by_id`` groups them, but each
+    group's sum goes straight into its table row: the sums never reach
+    memory. After a lookup of 16,384 ids into a 32,000 x 4,096 float32
+    table, that saves writing and rereading 210 MB.
     """
     values = np.ascontiguousarray(values)
     supported = _is_supported(table) and table.flags.writeable and values.ndim == 2 and values.dtype == table.dtype
     if not supported:
         numpy_kernels.add_scaled_rows(table, indices, values, alpha)
         return
-    flat_indices = _flat_ids(indices)
-    if flat_indices.size:
-        # alpha in the table's dtype, so that each product rounds as NumPy's does.
-        with _LAUNCH_LOCK:
-            _add_scaled_rows_core(table, flat_indices, values, table.dtype.type(alpha))
+    unique_ids, starts, order = numpy_kernels.group_ids(indices)
+    group_bounds, column_block = _partition(
+        unique_ids.size, table.shape[1], order.size, lambda parts: _balanced_group_bounds(starts, parts)
+    )
+    # alpha in the table's dtype, so that each product rounds as NumPy's does.
+    with _LAUNCH_LOCK:
+        _add_scaled_groups_core(
+            table, values, unique_ids, order, starts, table.dtype.type(alpha), group_bounds, column_block
+        )
 
 
 def _offsets(offsets: np.ndarray) -> np.ndarray:
@@ -611,7 +600,7 @@ def bag_backward(
             grad, ids, offsets, mode, num_rows, per_sample_weights, padding_idx, max_positions
         )
     flat_ids = _flat_ids(ids)
-    out = np.zeros((num_rows, grad.shape[1]), dtype=grad.dtype)
+    out = _zeros((num_rows, grad.shape[1]), grad.dtype)
     row_bounds, column_block = _partition(
         num_rows, grad.shape[1], flat_ids.size, lambda parts: _balanced_row_bounds(flat_ids, num_rows, parts)
     )

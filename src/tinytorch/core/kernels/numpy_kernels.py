@@ -26,52 +26,78 @@ def gather_rows(weight: np.ndarray, ids: np.ndarray, out: np.ndarray | None = No
     return rows.reshape(*ids.shape, weight.shape[1])  # (*, dim)
 
 
-def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sorted unique ids and the sum of each id's rows.
+def group_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort ``ids`` stably and find the runs of equal ids.
 
-    Ids are sorted so that equal ids sit together. Groups of the same size m
-    are then handled at once: one gather of shape ``(groups, m, dim)`` and one
-    sum over m. This costs one NumPy call per distinct multiplicity, never a
-    Python loop over ids.
+    Returns ``(unique_ids, starts, order)``: the sorted unique ids (int64),
+    where each one's run starts in the sorted ids (with ``ids.size``
+    appended, so ``np.diff(starts)`` counts each id), and the sort's order.
+
+    Each id and its position are packed into one int64 key,
+    ``id << shift | position``, so one ``np.sort`` of the keys is a stable
+    sort of the ids. For 16,384 ids that took 0.1 ms, 9x less than a stable
+    ``np.argsort`` plus ``np.unique``. Ids too large to pack take the argsort.
     """
-    if ids.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, rows.shape[1]), dtype=rows.dtype)
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    unique_ids, starts, counts = np.unique(sorted_ids, return_index=True, return_counts=True)
-    sums = np.empty((unique_ids.size, rows.shape[1]), dtype=rows.dtype)
+    flat_ids = ids.reshape(-1).astype(np.int64, copy=False)
+    n = flat_ids.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    shift = max(1, (n - 1).bit_length())
+    if int(flat_ids.max()) < 1 << (63 - shift):
+        keys = (flat_ids << shift) | np.arange(n)
+        keys.sort()
+        order = keys & ((1 << shift) - 1)
+        sorted_ids = keys >> shift
+    else:
+        order = np.argsort(flat_ids, kind="stable")
+        sorted_ids = flat_ids[order]
+    run_starts = np.empty(n, dtype=bool)
+    run_starts[0] = True
+    np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=run_starts[1:])
+    starts = np.append(np.flatnonzero(run_starts), n)
+    return sorted_ids[starts[:-1]], starts, order
 
-    singles = counts == 1
-    sums[singles] = rows[order[starts[singles]]]
-    for multiplicity in np.unique(counts[~singles]):
+
+def _sum_groups_into(
+    rows: np.ndarray, starts: np.ndarray, order: np.ndarray, out: np.ndarray, targets: np.ndarray
+) -> None:
+    """Set ``out[targets[g]]`` to the sum of the rows in group ``g`` of ``group_ids``' result.
+
+    Groups of the same size m are handled at once: one gather of shape
+    ``(groups, m, dim)`` and one sum over m, which adds the rows in their
+    order in the ids. This costs one NumPy call per distinct multiplicity and
+    batch, never a Python loop over ids. Batches hold about 1 MB of rows: a
+    temporary that size is reused from cache, where one of hundreds of
+    megabytes costs page faults.
+    """
+    counts = np.diff(starts)
+    batch = max(1, (1 << 20) // max(1, rows.shape[1] * rows.itemsize))
+    for multiplicity in np.unique(counts):
         groups = np.flatnonzero(counts == multiplicity)
-        positions = starts[groups, np.newaxis] + np.arange(multiplicity)  # (groups, m)
-        sums[groups] = rows[order[positions]].sum(axis=1)  # (groups, dim)
-    return unique_ids.astype(np.int64, copy=False), sums
+        for first in range(0, groups.size, batch):
+            part = groups[first : first + batch]
+            if multiplicity == 1:
+                out[targets[part]] = rows[order[starts[part]]]
+                continue
+            positions = starts[part, np.newaxis] + np.arange(multiplicity)  # (part, m)
+            out[targets[part]] = rows[order[positions]].sum(axis=1)  # (part, dim)
+
+
+def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sorted unique ids and the sum of each id's rows (see ``tinytorch.core.kernels``)."""
+    unique_ids, starts, order = group_ids(ids)
+    sums = np.empty((unique_ids.size, rows.shape[1]), dtype=rows.dtype)
+    _sum_groups_into(rows, starts, order, sums, np.arange(unique_ids.size))
+    return unique_ids, sums
 
 
 def scatter_add_rows(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
     """Return the fresh ``(num_rows, dim)`` sum of ``rows`` by id."""
     # np.zeros takes pages the OS zeroes on first touch, so rows no id hits cost nothing.
     out = np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
-    if ids.size == 0:
-        return out
-    # The same grouping as sum_rows_by_id, but each group's sum goes straight
-    # into its output row: no intermediate array of sums to write and copy.
-    order = np.argsort(ids, kind="stable")
-    unique_ids, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)
-    # Groups go in chunks of about 1 MB of rows: a temporary that size is
-    # reused from cache, where one of hundreds of megabytes costs page faults.
-    chunk = max(1, (1 << 20) // max(1, rows.shape[1] * rows.itemsize))
-    for multiplicity in np.unique(counts):
-        groups = np.flatnonzero(counts == multiplicity)
-        for first in range(0, groups.size, chunk):
-            part = groups[first : first + chunk]
-            if multiplicity == 1:
-                out[unique_ids[part]] = rows[order[starts[part]]]
-                continue
-            positions = starts[part, np.newaxis] + np.arange(multiplicity)  # (part, m)
-            out[unique_ids[part]] = rows[order[positions]].sum(axis=1)  # (part, dim)
+    unique_ids, starts, order = group_ids(ids)
+    # Each group's sum goes straight into its output row: no array of sums to write and copy.
+    _sum_groups_into(rows, starts, order, out, unique_ids)
     return out
 
 
@@ -107,6 +133,13 @@ def _token_scales(
     return bag_of_id, scales
 
 
+# Bytes of pooled rows per chunk of bags in ``bag_forward``: the chunk and its
+# gather buffer then stay in a core's L2 cache. 256 KB measured 1.6-2x faster
+# than one chunk of all bags, and faster than 64 KB or 4 MB (16,384 ids in
+# 4,096 bags, tables of 256 to 4,096 float32 columns, an Intel Xeon VM).
+_BAG_CHUNK_BYTES = 1 << 18
+
+
 def bag_forward(
     weight: np.ndarray,
     ids: np.ndarray,
@@ -117,57 +150,67 @@ def bag_forward(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pool each bag's rows (see ``tinytorch.core.kernels.bag_forward``).
 
-    Bags are processed in rounds over the position within a bag, longest bags
-    first, so that each round is one gather over a prefix of the bags. This
-    measured fastest among the NumPy techniques tried (``np.add.reduceat``
-    was 5x slower). Every round gathers into one reused buffer, because a
-    fresh multi-megabyte temporary per round costs page faults.
+    Bags are sorted longest first and pooled a chunk at a time. Within a
+    chunk, rounds run over the position within a bag: round p gathers the
+    p-th row of every bag longer than p, a prefix of the chunk, with one
+    ``np.take``, and adds it to the chunk's pooled rows (or takes the max).
+    This measured fastest among the NumPy techniques tried
+    (``np.add.reduceat`` was 5x slower, and one ``(bags, length, dim)``
+    gather per bag length no faster).
     """
     num_bags, dim = offsets.size, weight.shape[1]
-    lengths, _ = _bag_layout(offsets, ids.size)
+    lengths, bag_of_id = _bag_layout(offsets, ids.size)
     order = np.argsort(-lengths, kind="stable")  # longest bags first
     sorted_starts = offsets[order]
     sorted_lengths = lengths[order]
-    max_length = int(sorted_lengths[0]) if num_bags else 0
-    active_counts = np.searchsorted(-sorted_lengths, -np.arange(max_length), side="left")  # bags with length > p
-    buffer = np.empty((int(active_counts[0]) if max_length else 0, dim), dtype=weight.dtype)
     is_max = mode == "max"
-
-    pooled = np.full((num_bags, dim), -np.inf if is_max else 0, dtype=weight.dtype)
-    positions = np.full((num_bags, dim), -1, dtype=np.int64) if is_max else None
-    for p in range(max_length):
-        active = int(active_counts[p])
-        token_positions = sorted_starts[:active] + p
-        token_ids = ids[token_positions]
-        rows = np.take(weight, token_ids, axis=0, out=buffer[:active], mode="clip")  # ids are validated
-        if padding_idx is not None:
-            padding = token_ids == padding_idx
-            if padding.any():
-                rows[padding] = -np.inf if is_max else 0
-        if is_max:
-            current = pooled[:active]
-            better = rows > current
-            np.copyto(current, rows, where=better)
-            np.copyto(positions[:active], token_positions[:, np.newaxis], where=better)
-            continue
-        if per_sample_weights is not None:
-            rows *= per_sample_weights[token_positions, np.newaxis]
-        pooled[:active] += rows
-
-    if is_max:
-        pooled[positions < 0] = 0  # empty bags, or bags of padding only
-    elif mode == "mean":
+    if mode == "mean":
         keep = np.ones(ids.size, dtype=bool) if padding_idx is None else ids != padding_idx
-        _, bag_of_id = _bag_layout(offsets, ids.size)
-        counts = np.bincount(bag_of_id, weights=keep, minlength=num_bags)[order]
-        pooled /= np.maximum(counts, 1)[:, np.newaxis].astype(weight.dtype)
+        counts = np.bincount(bag_of_id, weights=keep, minlength=num_bags)
+        divisors = np.maximum(counts, 1)[order].astype(weight.dtype)
 
-    out = np.empty_like(pooled)
-    out[order] = pooled
-    if not is_max:
-        return out, None
-    max_positions = np.empty_like(positions)
-    max_positions[order] = positions
+    out = np.empty((num_bags, dim), dtype=weight.dtype)
+    max_positions = np.empty((num_bags, dim), dtype=np.int64) if is_max else None
+    chunk = max(1, _BAG_CHUNK_BYTES // max(1, dim * weight.itemsize))
+    pooled = np.empty((min(chunk, num_bags), dim), dtype=weight.dtype)
+    buffer = np.empty_like(pooled)
+    positions = np.empty(pooled.shape, dtype=np.int64) if is_max else None
+    for first in range(0, num_bags, chunk):
+        starts = sorted_starts[first : first + chunk]
+        chunk_lengths = sorted_lengths[first : first + chunk]
+        size = starts.size
+        block = pooled[:size]
+        block.fill(-np.inf if is_max else 0)
+        if is_max:
+            positions[:size] = -1
+        longest = int(chunk_lengths[0])
+        # Bags of this chunk with length > p, for each round p.
+        active_counts = np.searchsorted(-chunk_lengths, -np.arange(longest), side="left")
+        for p in range(longest):
+            active = int(active_counts[p])
+            token_positions = starts[:active] + p
+            token_ids = ids[token_positions]
+            rows = np.take(weight, token_ids, axis=0, out=buffer[:active], mode="clip")  # ids are validated
+            if padding_idx is not None:
+                padding = token_ids == padding_idx
+                if padding.any():
+                    rows[padding] = -np.inf if is_max else 0
+            if is_max:
+                current = block[:active]
+                better = rows > current
+                np.copyto(current, rows, where=better)
+                np.copyto(positions[:active], token_positions[:, np.newaxis], where=better)
+                continue
+            if per_sample_weights is not None:
+                rows *= per_sample_weights[token_positions, np.newaxis]
+            block[:active] += rows
+        bags = order[first : first + size]
+        if is_max:
+            block[positions[:size] < 0] = 0  # empty bags, or bags of padding only
+            max_positions[bags] = positions[:size]
+        elif mode == "mean":
+            block /= divisors[first : first + size, np.newaxis]
+        out[bags] = block
     return out, max_positions
 
 
@@ -210,6 +253,9 @@ def bag_weight_grad(
 
 
 def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, alpha: float) -> None:
-    """Add ``alpha * values`` to the rows ``indices`` of ``table``, in place (see ``tinytorch.core.kernels``)."""
+    """Add ``alpha`` times each index's summed values to ``table``, in place (see ``tinytorch.core.kernels``)."""
+    indices = indices.reshape(-1)
+    if np.any(indices[1:] <= indices[:-1]):  # repeats are possible: sum them first
+        indices, values = sum_rows_by_id(indices, values)
     scaled = np.multiply(values, table.dtype.type(alpha))  # in the table's dtype, as a dense update rounds
     table[indices] += scaled
