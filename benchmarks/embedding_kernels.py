@@ -44,7 +44,9 @@ from tinytorch.profiling import measure_copy_bandwidth
 SHAPES = ((50_000, 256), (1_000_000, 128), (32_000, 4_096))
 BATCH, SEQ = 32, 512
 BAGS, MEAN_BAG_LENGTH = 4_096, 4
-ID_BATCHES = 4
+# More id batches than contenders per operation, so a batch comes back only
+# after every other contender has run.
+ID_BATCHES = 8
 SMALL_CALL_TOKENS = 12
 
 
@@ -60,20 +62,25 @@ def median_and_spread(samples: list[float]) -> dict[str, float]:
 def interleave(contenders: dict[str, Callable[[int], Any]], repeats: int, setups: dict[str, Callable[[int], Any]] | None = None) -> dict[str, dict[str, float]]:
     """Time each contender ``repeats`` times, in a rotating order, after one warm-up call each.
 
-    ``fn(i)`` receives the repeat index so it can cycle through inputs. An
-    optional ``setups[name](i)`` runs untimed before each call.
+    ``fn(i)`` receives a call number, counted across all contenders, and
+    picks its ids with it. Consecutive calls therefore read different id
+    batches: a contender never finds its table rows in cache because the
+    call just before it read the same rows. An optional ``setups[name](i)``
+    runs untimed before each call, with the same number.
     """
     setups = setups or {}
     names = list(contenders)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    call = 0
     for repeat in range(repeats + 1):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             if name in setups:
-                setups[name](repeat)
+                setups[name](call)
             start = time.perf_counter()
-            contenders[name](repeat)
+            contenders[name](call)
             elapsed = time.perf_counter() - start
+            call += 1
             if repeat:  # the first round is the warm-up
                 samples[name].append(elapsed)
     return {name: median_and_spread(values) for name, values in samples.items()}
@@ -242,7 +249,7 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (default: 7)")
+    parser.add_argument("--repeats", type=int, default=11, help="timed repeats per contender (default: 11)")
     parser.add_argument("--torch-only", action="store_true", help="time PyTorch alone (for the huge-pages run)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     parser.add_argument("--json", help="also write the results to this file")
@@ -250,7 +257,7 @@ def main() -> int:
         "--shapes",
         type=parse_shapes,
         default=SHAPES,
-        help="comma-separated table shapes, such as 50000x256,32000x4096 (default: the three above)",
+        help="comma-separated table shapes (default: 50000x256,1000000x128,32000x4096)",
     )
     args = parser.parse_args()
 
