@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -98,7 +99,7 @@ def random_bags(rng: np.random.Generator, vocab_size: int) -> tuple[np.ndarray, 
 def tinytorch_contenders(table: Embedding, sparse_table: Embedding, implementation: str, id_batches: list[np.ndarray], bag_inputs: list[tuple[np.ndarray, np.ndarray]], upstream: np.ndarray) -> tuple[dict[str, Callable[[int], Any]], dict[str, Callable[[int], Any]]]:
     """Return the timed calls and their untimed setups for one kernel implementation."""
     optimizer = SGD(sparse_table.parameters(), lr=0.01)
-    buffer = np.empty((BATCH * SEQ, table.embedding_dim), dtype=np.float32)
+    buffer = np.empty((BATCH, SEQ, table.embedding_dim), dtype=np.float32)
     pending: dict[str, Any] = {}
 
     def select() -> None:
@@ -240,16 +241,26 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
     """Parse ``"50000x256,32000x4096"`` into ``((50000, 256), (32000, 4096))``."""
     shapes = []
     for item in text.split(","):
-        parts = item.strip().lower().split("x")
-        if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-            raise argparse.ArgumentTypeError(f"a shape must look like 50000x256; received {item!r}")
-        shapes.append((int(parts[0]), int(parts[1])))
+        match = re.fullmatch(r"([0-9]+)x([0-9]+)", item.strip().lower())
+        if match is None or int(match[1]) == 0 or int(match[2]) == 0:
+            raise argparse.ArgumentTypeError(f"a shape must look like 50000x256, with positive sizes; received {item!r}")
+        shape = (int(match[1]), int(match[2]))
+        if shape in shapes:
+            raise argparse.ArgumentTypeError(f"shape {item.strip()!r} is listed twice; list each shape once")
+        shapes.append(shape)
     return tuple(shapes)
+
+
+def positive_int(text: str) -> int:
+    """Parse a whole number of at least 1, for ``--repeats``."""
+    if re.fullmatch(r"[0-9]+", text.strip()) is None or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1; received {text!r}")
+    return int(text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11, help="timed repeats per contender (default: 11)")
+    parser.add_argument("--repeats", type=positive_int, default=11, help="timed repeats per contender (default: 11)")
     parser.add_argument("--torch-only", action="store_true", help="time PyTorch alone (for the huge-pages run)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     parser.add_argument("--json", help="also write the results to this file")

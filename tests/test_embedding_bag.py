@@ -44,6 +44,28 @@ def test_bags_match_loop_oracle(mode, padding_idx):
     np.testing.assert_allclose(bag(IDS, OFFSETS).data, expected, rtol=1e-12)
 
 
+def test_functional_negative_padding_idx():
+    weight = Tensor(np.arange(12.0).reshape(6, 2), dtype=np.float64)
+    ids = np.array([5, 1, 5, 2])
+    result = F.embedding_bag(ids, weight, np.array([0, 2]), "sum", padding_idx=-1)
+    expected = F.embedding_bag(ids, weight, np.array([0, 2]), "sum", padding_idx=5)
+    np.testing.assert_array_equal(result.data, expected.data)
+    assert result.data.tolist() == [[2.0, 3.0], [4.0, 5.0]]
+
+
+def test_caller_arrays_reused_before_backward():
+    """Changing offsets or sample weights after the forward pass must not change the gradient."""
+    weight = Tensor(np.zeros((4, 1)), dtype=np.float64, requires_grad=True)
+    ids = np.array([0, 1, 2, 3])
+    offsets = np.array([0, 2])
+    sample_weights = Tensor(np.ones(4), dtype=np.float64)
+    out = F.embedding_bag(ids, weight, offsets, "sum", sample_weights)
+    offsets[1] = 1
+    sample_weights.data[:] = 5.0
+    out.sum().backward()
+    assert weight.grad.data.ravel().tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
 def test_empty_bags_give_zero_rows():
     bag = EmbeddingBag(10, 3, mode="mean", padding_idx=2, dtype=np.float64)
     out = bag(IDS, OFFSETS)

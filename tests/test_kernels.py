@@ -186,6 +186,20 @@ def test_gather_writes_into_out(implementation):
     np.testing.assert_array_equal(out, loop_gather(weight, ids))
 
 
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.empty((6, 8), dtype=np.float32),  # flat, not the ids' shape
+        np.empty((2, 3, 8), dtype=np.float64),  # another dtype
+        np.empty((2, 3, 16), dtype=np.float32)[:, :, ::2],  # not C-contiguous
+    ],
+)
+def test_gather_rejects_unfit_out(implementation, out):
+    weight = np.zeros((20, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32 array of shape"):
+        kernels.gather_rows(weight, np.zeros((2, 3), dtype=np.int64), out)
+
+
 @pytest.mark.parametrize("id_dtype", [np.uint8, np.int16, np.uint32, np.uint64])
 def test_gather_other_integer_ids(implementation, id_dtype):
     weight = np.arange(40.0).reshape(10, 4)
@@ -279,6 +293,18 @@ def test_group_ids_is_a_stable_sort(case):
     assert starts[-1] == ids.size
 
 
+def test_one_column_sums_in_order(implementation):
+    """With one column, a sum over repeats must still add in order, not pairwise."""
+    ids = np.zeros(9, dtype=np.int64)
+    rows = np.array([1e8, 1, -1e8, 1, 1, 1, 1, 1, 1], dtype=np.float32).reshape(9, 1)
+    expected = loop_scatter_add(ids, rows, 2)
+    assert expected[0, 0] == 6.0
+    np.testing.assert_array_equal(kernels.scatter_add_rows(ids, rows, 2), expected)
+    unique_ids, sums = kernels.sum_rows_by_id(ids, rows)
+    assert unique_ids.tolist() == [0]
+    np.testing.assert_array_equal(sums, expected[:1])
+
+
 def test_scatter_add_keeps_float32(implementation):
     rows = np.ones((4, 3), dtype=np.float32)
     assert kernels.scatter_add_rows(np.array([0, 0, 1, 2]), rows, 3).dtype == np.float32
@@ -359,6 +385,16 @@ def test_add_scaled_rows_sums_repeated_indices_first(implementation, case, dtype
     unique = np.unique(indices)
     expected = loop_add_scaled_rows(table, unique, summed[unique], -0.3)
     kernels.add_scaled_rows(table, indices, values, -0.3)
+    np.testing.assert_array_equal(table, expected)
+
+
+def test_add_scaled_rows_values_viewing_the_table(implementation):
+    """Values that are rows of the table itself are read before any row is updated."""
+    table = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+    indices = np.array([1, 0, 1])
+    values = table[[0, 1, 2]]
+    expected = loop_add_scaled_rows(table, [0, 1], np.array([values[1], values[0] + values[2]]), 0.5)
+    kernels.add_scaled_rows(table, indices, table[0:3], 0.5)
     np.testing.assert_array_equal(table, expected)
 
 

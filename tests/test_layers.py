@@ -220,6 +220,52 @@ def test_sparse_gradient_add_to_matches_coalesced_update():
     np.testing.assert_array_equal(grad.to_dense()[grad.indices], grad.values)
 
 
+@pytest.mark.parametrize(
+    ("indices", "values", "error", "message"),
+    [
+        (np.array([5, 5]), np.ones((2, 4)), ValueError, r"indices must be in \[0, 4\); received values from 5 to 5"),
+        (np.array([-1]), np.ones((1, 4)), ValueError, r"indices must be in \[0, 4\)"),
+        (np.array([1, 2]), np.ones((3, 4)), ValueError, r"values must have shape \(2, 4\)"),
+        (np.array([1.0]), np.ones((1, 4)), TypeError, "indices must be a 1-D integer array"),
+        (np.array([[1]]), np.ones((1, 4)), TypeError, "indices must be a 1-D integer array"),
+    ],
+)
+def test_row_sparse_grad_rejects_bad_parts(indices, values, error, message):
+    with pytest.raises(error, match=message):
+        RowSparseGrad(indices, values, (4, 4), coalesced=False)
+
+
+def test_sparse_and_dense_gradients_share_the_table_dtype():
+    """A float64 factor downstream must not make a float32 table's sparse gradient float64."""
+    ids = np.array([0, 1, 1, 2, 3, 3, 3])
+    grads = []
+    for sparse in (False, True):
+        table = Embedding(4, 5, sparse=sparse, rng=np.random.default_rng(21))
+        out = table(ids)
+        (out.max(axis=-1) * Tensor(np.full(7, 3.0), dtype=np.float64)).sum().backward()
+        grad = table.weight.grad
+        grads.append(grad.data if sparse is False else grad.to_dense())
+        assert grad.dtype == np.float32
+    np.testing.assert_array_equal(grads[1], grads[0])
+
+
+def test_negative_padding_idx_in_functional_lookup():
+    table = Tensor(np.arange(10.0).reshape(5, 2), requires_grad=True)
+    for sparse in (False, True):
+        table.grad = None
+        F.embedding([4, 1, 4], table, padding_idx=-1, sparse=sparse).sum().backward()
+        dense = table.grad.data if not sparse else table.grad.to_dense()
+        assert dense[4].tolist() == [0.0, 0.0]
+        assert dense[1].tolist() == [1.0, 1.0]
+
+
+def test_sparse_lookup_into_a_computed_table():
+    """The row-sparse gradient becomes dense before it reaches a computed table's rule."""
+    base = Tensor(np.arange(8.0).reshape(4, 2), requires_grad=True)
+    F.embedding([3, 0, 3], base * 2.0, sparse=True).sum().backward()
+    assert base.grad.data.tolist() == [[2.0, 2.0], [0.0, 0.0], [0.0, 0.0], [4.0, 4.0]]
+
+
 def test_sparse_gradients_accumulate_across_backward_calls():
     layer = Embedding(6, 2, sparse=True)
     layer([1, 2]).sum().backward()

@@ -136,7 +136,7 @@ class Embedding(Module):
         self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.init_type = check_choice("init_type", init_type, INIT_TYPES)
         table_dtype = _check_table_dtype(dtype)
-        self.padding_idx = self._normalize_padding_idx(padding_idx)
+        self.padding_idx = F.normalize_padding_idx(padding_idx, self.vocab_size)
         self.sparse = check_bool("sparse", sparse)
 
         if _weight is None:
@@ -147,17 +147,6 @@ class Embedding(Module):
         else:
             # from_pretrained: the given table, used as it is, and no random draw.
             self.weight = Parameter(_weight, dtype=table_dtype)
-
-    def _normalize_padding_idx(self, padding_idx: int | None) -> int | None:
-        if padding_idx is None:
-            return None
-        check_int("padding_idx", padding_idx)
-        if not -self.vocab_size <= padding_idx < self.vocab_size:
-            raise ValueError(
-                f"padding_idx must be in [-{self.vocab_size}, {self.vocab_size}) "
-                f"for vocab_size={self.vocab_size}; received {describe(padding_idx)}"
-            )
-        return int(padding_idx) % self.vocab_size
 
     @classmethod
     def from_pretrained(

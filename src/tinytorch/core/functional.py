@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tinytorch._checks import check_choice, check_probability, describe
+from tinytorch._checks import check_choice, check_int, check_probability, describe
 from tinytorch.core import kernels
 from tinytorch.core.tensor import RowSparseGrad, Tensor, is_grad_enabled
 
@@ -63,14 +63,32 @@ def check_ids_in_range(ids: np.ndarray, num_rows: int) -> None:
         )
 
 
+def normalize_padding_idx(padding_idx: int | None, num_rows: int) -> int | None:
+    """Return ``padding_idx`` as a row number in ``[0, num_rows)``; a negative one counts from the end.
+
+    Raises:
+        TypeError: ``padding_idx`` is not an integer.
+        ValueError: it is outside ``[-num_rows, num_rows)``.
+    """
+    if padding_idx is None:
+        return None
+    check_int("padding_idx", padding_idx)
+    if not -num_rows <= padding_idx < num_rows:
+        raise ValueError(
+            f"padding_idx must be in [-{num_rows}, {num_rows}) for a table of {num_rows} rows; "
+            f"received {describe(padding_idx)}"
+        )
+    return int(padding_idx) % num_rows
+
+
 def embedding(
     input_ids: Any, weight: Tensor, padding_idx: int | None = None, *, sparse: bool = False
 ) -> Tensor:
     """Look up the rows of ``weight`` selected by ``input_ids``.
 
     The gradient with respect to ``weight`` scatter-adds the upstream gradient
-    row by row, so repeated ids accumulate; the ``padding_idx`` row (a
-    non-negative index) receives none. With ``sparse=True`` the gradient is a
+    row by row, so repeated ids accumulate; the ``padding_idx`` row (negative
+    counts from the end) receives none. With ``sparse=True`` the gradient is a
     ``RowSparseGrad`` holding only the rows that the ids touched.
 
     Shape:
@@ -84,6 +102,7 @@ def embedding(
     ids = as_id_array(input_ids)
     num_rows = weight.shape[0]
     check_ids_in_range(ids, num_rows)
+    padding_idx = normalize_padding_idx(padding_idx, num_rows)
 
     out = kernels.gather_rows(weight.data, ids)  # (*, embedding_dim)
     # A private copy, so that a caller who reuses the id array before
@@ -161,8 +180,8 @@ def embedding_bag(
     2-D input has one bag per row. 1-D input needs ``offsets``, the start of
     each bag (``offsets[0] == 0``, non-decreasing); with
     ``include_last_offset`` the final offset is ``len(input)`` and marks the
-    end of the last bag. Ids equal to ``padding_idx`` (non-negative) are
-    skipped in every mode, and ``'mean'`` divides by the remaining count. An
+    end of the last bag. Ids equal to ``padding_idx`` (negative counts from
+    the end) are skipped in every mode, and ``'mean'`` divides by the remaining count. An
     empty bag gives a zero row and passes no gradient.
     ``per_sample_weights`` (same shape as the input, ``'sum'`` only) scale
     each row; the result is differentiable with respect to the table and to
@@ -176,6 +195,7 @@ def embedding_bag(
     flat_ids, starts = _bag_starts(ids, offsets, include_last_offset)
     num_rows = weight.shape[0]
     check_ids_in_range(flat_ids, num_rows)
+    padding_idx = normalize_padding_idx(padding_idx, num_rows)
 
     sample_weights = None
     if per_sample_weights is not None:
@@ -188,9 +208,10 @@ def embedding_bag(
             raise ValueError(
                 f"per_sample_weights must have the input's shape {ids.shape}; received shape {sample_weights.shape}"
             )
-    weights_data = None if sample_weights is None else sample_weights.data.reshape(-1).astype(weight.dtype, copy=False)
     # Private copies: a caller who reuses the arrays before backward() must not change the gradient.
+    weights_data = None if sample_weights is None else sample_weights.data.reshape(-1).astype(weight.dtype)
     flat_ids = flat_ids.copy()
+    starts = starts.copy()
 
     out, max_positions = kernels.bag_forward(weight.data, flat_ids, starts, mode, weights_data, padding_idx)
 

@@ -203,8 +203,9 @@ class SparseAdam(_AdamFamily):
                 continue
             if not isinstance(grad, RowSparseGrad):
                 raise ValueError(
-                    "SparseAdam needs row-sparse gradients; build the Embedding with sparse=True "
-                    "or use Adam for dense parameters"
+                    f"SparseAdam needs row-sparse gradients; received a dense gradient of shape {grad.shape}. "
+                    "Build the Embedding with sparse=True and use the table only for lookups (a weight-tied "
+                    "output layer such as attend gives it a dense gradient), or use Adam for dense parameters"
                 )
             m, v, step = self._advance(param)
             rows, g = grad.indices, grad.values

@@ -75,7 +75,7 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
 class RowSparseGrad:
     """A gradient that is zero except in a few rows of a 2-D table.
 
-    It holds row numbers and one row of values for each. With
+    It contains row numbers and one row of values for each. With
     ``coalesced=True`` the row numbers are sorted and unique. With
     ``coalesced=False``, as a lookup's backward makes it, they may repeat in
     any order, and repeated rows add up. ``indices`` and ``values`` always
@@ -93,10 +93,22 @@ class RowSparseGrad:
     __array_ufunc__ = None  # make ``ndarray + RowSparseGrad`` call __radd__
 
     def __init__(self, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int], *, coalesced: bool = True) -> None:
+        num_rows, dim = shape
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must be a 1-D integer array; received dtype {indices.dtype}, shape {indices.shape}")
+        if values.shape != (indices.size, dim):
+            raise ValueError(
+                f"values must have shape {(indices.size, dim)} for {indices.size} indices into a table of "
+                f"width {dim}; received shape {values.shape}"
+            )
+        if indices.size and not (0 <= indices.min() and indices.max() < num_rows):
+            raise ValueError(
+                f"indices must be in [0, {num_rows}); received values from {indices.min()} to {indices.max()}"
+            )
         self._indices = indices
         self._values = values
         self._coalesced = coalesced
-        self.shape = shape
+        self.shape = (int(num_rows), int(dim))
 
     def is_coalesced(self) -> bool:
         """Return whether the row numbers are known to be sorted and unique."""
@@ -155,6 +167,25 @@ class RowSparseGrad:
             f"RowSparseGrad(rows={self._indices.size} of {self.shape[0]}, dim={self.shape[1]}, "
             f"dtype={self.dtype}, coalesced={self._coalesced})"
         )
+
+
+def _as_parent_grad(grad: np.ndarray | RowSparseGrad, parent: Tensor) -> np.ndarray | RowSparseGrad:
+    """Return ``grad`` in ``parent``'s dtype, and dense unless ``parent`` is a leaf.
+
+    Every gradient then has its tensor's dtype, as in PyTorch: a float64
+    factor in a backward rule cannot make a float32 table's gradient
+    float64, so sparse and dense paths round alike. A row-sparse gradient
+    reaches only leaf tables; a computed table's backward rule gets the
+    dense array that its rules expect.
+    """
+    if isinstance(grad, RowSparseGrad):
+        if parent._backward is not None:
+            return grad.to_dense().astype(parent.dtype, copy=False)
+        if grad.dtype != parent.dtype:
+            values = grad._values.astype(parent.dtype)
+            return RowSparseGrad(grad._indices, values, grad.shape, coalesced=grad.is_coalesced())
+        return grad
+    return grad if grad.dtype == parent.dtype else grad.astype(parent.dtype)
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -334,6 +365,7 @@ class Tensor:
             for parent, parent_grad in zip(node._parents, parent_grads, strict=True):
                 if parent_grad is None or not parent.requires_grad:
                     continue
+                parent_grad = _as_parent_grad(parent_grad, parent)
                 handed_out[id(parent_grad)] = handed_out.get(id(parent_grad), 0) + 1
                 key = id(parent)
                 if key in grads:
@@ -532,7 +564,7 @@ class Tensor:
         axes = _normalize_axes(axis, self.ndim)
         kept = self.data.max(axis=axes, keepdims=True)
         mask = self.data == kept
-        share = mask / mask.sum(axis=axes, keepdims=True)
+        share = (mask / mask.sum(axis=axes, keepdims=True)).astype(self.dtype)
 
         def backward(grad: np.ndarray) -> tuple[np.ndarray]:
             if not keepdims:

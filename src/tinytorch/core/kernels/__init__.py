@@ -89,6 +89,14 @@ def gather_rows(weight: np.ndarray, ids: np.ndarray, out: np.ndarray | None = No
         ``weight (num_rows, dim)``, ``ids (*)`` -> ``(*, dim)``; ``out`` must be
         C-contiguous with that shape and ``weight``'s dtype.
     """
+    if out is not None:
+        expected = (*ids.shape, weight.shape[1])
+        if out.shape != expected or out.dtype != weight.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(
+                f"out must be a writeable C-contiguous {weight.dtype} array of shape {expected}; "
+                f"received {out.dtype} of shape {out.shape}, C-contiguous={out.flags.c_contiguous}, "
+                f"writeable={out.flags.writeable}"
+            )
     return _active().gather_rows(weight, ids, out)
 
 

@@ -509,6 +509,9 @@ def add_scaled_rows(table: np.ndarray, indices: np.ndarray, values: np.ndarray, 
     table, that saves writing and rereading 210 MB.
     """
     values = np.ascontiguousarray(values)
+    if np.may_share_memory(values, table):
+        # Threads would read rows that other threads have already updated.
+        values = values.copy()
     supported = _is_supported(table) and table.flags.writeable and values.ndim == 2 and values.dtype == table.dtype
     if not supported:
         numpy_kernels.add_scaled_rows(table, indices, values, alpha)

@@ -66,21 +66,28 @@ def _sum_groups_into(
     Groups of the same size m are handled at once: one gather of shape
     ``(groups, m, dim)`` and one sum over m, which adds the rows in their
     order in the ids. This costs one NumPy call per distinct multiplicity and
-    batch, never a Python loop over ids. Batches hold about 1 MB of rows: a
-    temporary that size is reused from cache, where one of hundreds of
-    megabytes costs page faults.
+    batch, never a Python loop over ids. A batch holds about 1 MB of rows
+    (at least one group): a temporary that size is reused from cache, where
+    one of hundreds of megabytes costs page faults.
     """
     counts = np.diff(starts)
-    batch = max(1, (1 << 20) // max(1, rows.shape[1] * rows.itemsize))
+    row_bytes = max(1, rows.shape[1] * rows.itemsize)
     for multiplicity in np.unique(counts):
         groups = np.flatnonzero(counts == multiplicity)
+        batch = max(1, (1 << 20) // (row_bytes * int(multiplicity)))
         for first in range(0, groups.size, batch):
             part = groups[first : first + batch]
             if multiplicity == 1:
                 out[targets[part]] = rows[order[starts[part]]]
                 continue
             positions = starts[part, np.newaxis] + np.arange(multiplicity)  # (part, m)
-            out[targets[part]] = rows[order[positions]].sum(axis=1)  # (part, dim)
+            gathered = rows[order[positions]]  # (part, m, dim)
+            if rows.shape[1] == 1:
+                # With one column the m axis is the innermost, where NumPy's sum
+                # adds pairwise; accumulate always adds in order.
+                out[targets[part]] = np.add.accumulate(gathered, axis=1)[:, -1]
+            else:
+                out[targets[part]] = gathered.sum(axis=1)  # (part, dim)
 
 
 def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
