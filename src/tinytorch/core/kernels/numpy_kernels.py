@@ -187,17 +187,22 @@ def bag_forward(
         chunk_lengths = sorted_lengths[first : first + chunk]
         size = starts.size
         block = pooled[:size]
-        block.fill(-np.inf if is_max else 0)
-        if is_max:
-            positions[:size] = -1
         longest = int(chunk_lengths[0])
         # Bags of this chunk with length > p, for each round p.
         active_counts = np.searchsorted(-chunk_lengths, -np.arange(longest), side="left")
+        if is_max:
+            block.fill(-np.inf)
+            positions[:size] = -1
+        else:
+            block[int(active_counts[0]) if longest else 0 :] = 0  # empty bags sort last
         for p in range(longest):
             active = int(active_counts[p])
             token_positions = starts[:active] + p
             token_ids = ids[token_positions]
-            rows = np.take(weight, token_ids, axis=0, out=buffer[:active], mode="clip")  # ids are validated
+            # A sum's round 0 gathers straight into the pooled rows: no zero fill and one add less.
+            # The max starts from -inf, so that a NaN in a bag's first row is skipped like any other.
+            target = block[:active] if p == 0 and not is_max else buffer[:active]
+            rows = np.take(weight, token_ids, axis=0, out=target, mode="clip")  # ids are validated
             if padding_idx is not None:
                 padding = token_ids == padding_idx
                 if padding.any():
@@ -210,7 +215,8 @@ def bag_forward(
                 continue
             if per_sample_weights is not None:
                 rows *= per_sample_weights[token_positions, np.newaxis]
-            block[:active] += rows
+            if p > 0:
+                block[:active] += rows
         bags = order[first : first + size]
         if is_max:
             block[positions[:size] < 0] = 0  # empty bags, or bags of padding only
