@@ -291,8 +291,6 @@ def main() -> int:
         except ImportError:
             print("numba is not installed; timing the NumPy kernels only", file=sys.stderr)
 
-    bandwidth = measure_copy_bandwidth()
-    machine_bytes_per_second = bandwidth["copy_bandwidth_gb_s"] * 1e9
     report: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -305,7 +303,6 @@ def main() -> int:
             "numba": None,
         },
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
-        "copy_bandwidth": bandwidth,
         "shapes": {},
     }
     if "numba" in implementations:
@@ -345,13 +342,10 @@ def main() -> int:
             member_setups = {name.split(" | ")[1]: setups[name] for name in setups if name.startswith(operation + " |")}
             results[operation] = interleave(members, args.repeats, member_setups)
 
-        lookup_bytes = id_batches[0].nbytes + 2 * BATCH * SEQ * dim * 4  # ids, rows read, output written
         for operation, contenders in results.items():
             for name, figures in contenders.items():
                 if torch is not None and "torch 2t" in contenders and operation != "lookup, reused buffer":
                     figures["ratio_to_torch_2t"] = figures["median_ms"] / contenders["torch 2t"]["median_ms"]
-                if operation.startswith("lookup"):
-                    figures["fraction_of_copy_bandwidth"] = lookup_bytes / (figures["median_ms"] / 1e3) / machine_bytes_per_second
         if implementations:
             validation_ms = validation_cost(vocab_size, id_batches, max(args.repeats, 20))
             fastest_lookup = min(results["lookup"][f"tinytorch {name}"]["median_ms"] for name in implementations)
@@ -361,6 +355,17 @@ def main() -> int:
     report["small_call_us"] = small_call_overhead(None if args.torch_only else torch, implementations, args.repeats)
     if args.torch_only:
         report["small_call_us"] = {}
+
+    # Measured last: copying 256 MB arrays leaves the OS reclaiming memory for
+    # a while, which slowed whichever operation was timed right after it.
+    report["copy_bandwidth"] = bandwidth = measure_copy_bandwidth()
+    for shape, results in report["shapes"].items():
+        dim = int(shape.split("x")[1])
+        lookup_bytes = BATCH * SEQ * 8 + 2 * BATCH * SEQ * dim * 4  # int64 ids, rows read, output written
+        for operation in ("lookup", "lookup, reused buffer"):
+            for figures in results.get(operation, {}).values():
+                seconds = figures["median_ms"] / 1e3
+                figures["fraction_of_copy_bandwidth"] = lookup_bytes / seconds / (bandwidth["copy_bandwidth_gb_s"] * 1e9)
 
     print_markdown(report)
     if args.json:
