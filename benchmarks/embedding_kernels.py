@@ -215,6 +215,10 @@ def small_call_overhead(torch: Any | None, implementations: list[str], repeats: 
         contenders["torch nn.Embedding"] = lambda: module(torch_ids)
     calls = 2_000
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for name, call in contenders.items():  # warm-up: compile or load each kernel before timing
+        if name.startswith("tinytorch"):
+            kernels.set_implementation(name.split()[-1])
+        call()
     for _ in range(repeats):
         for name, call in contenders.items():
             if name.startswith("tinytorch"):

@@ -200,6 +200,12 @@ def test_gather_rejects_unfit_out(implementation, out):
         kernels.gather_rows(weight, np.zeros((2, 3), dtype=np.int64), out)
 
 
+def test_gather_rejects_out_overlapping_the_table(implementation):
+    weight = np.arange(12, dtype=np.float32).reshape(6, 2)
+    with pytest.raises(ValueError, match="out must not overlap weight"):
+        kernels.gather_rows(weight, np.array([5, 4, 3, 2]), out=weight[0:4])
+
+
 @pytest.mark.parametrize("id_dtype", [np.uint8, np.int16, np.uint32, np.uint64])
 def test_gather_other_integer_ids(implementation, id_dtype):
     weight = np.arange(40.0).reshape(10, 4)
@@ -560,6 +566,30 @@ def test_bag_sample_weights_of_other_dtype(implementation):
     expected_grad = loop_bag_backward(grad, ids, offsets, "sum", NUM_ROWS, sample_weights, PADDING)
     assert table_grad.dtype == np.float32
     np.testing.assert_allclose(table_grad, expected_grad, **tolerance(np.float32))
+
+
+def test_bag_max_keeps_a_column_of_minus_infinity(implementation):
+    weight = np.array([[-np.inf, 1.0], [-np.inf, -2.0]], dtype=np.float32)
+    pooled, positions = kernels.bag_forward(weight, np.array([0, 1, 0]), np.array([0, 2]), "max")
+    assert pooled.tolist() == [[-np.inf, 1.0], [-np.inf, 1.0]]
+    assert positions.tolist() == [[0, 0], [2, 2]]
+    grad = kernels.bag_backward(np.ones((2, 2), dtype=np.float32), np.array([0, 1, 0]), np.array([0, 2]), "max", 2, max_positions=positions)
+    assert grad.tolist() == [[2.0, 2.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_bag_padding_ignores_non_finite_factors(implementation, mode):
+    """An inf sample weight or upstream value on a padding id must not turn anything into NaN."""
+    weight = np.arange(12, dtype=np.float32).reshape(4, 3)
+    ids = np.array([0, 2, 1, 2, 3, 3])
+    offsets = np.array([0, 3])
+    sample_weights = np.array([1, np.inf, 1, np.inf, 1, 1], dtype=np.float32) if mode == "sum" else None
+    pooled, _ = kernels.bag_forward(weight, ids, offsets, mode, sample_weights, padding_idx=2)
+    expected, _ = loop_bag_forward(weight, ids, offsets, mode, sample_weights, padding_idx=2)
+    np.testing.assert_array_equal(pooled, expected)
+    upstream = np.array([[np.inf, 1, 1], [1, np.nan, 1]], dtype=np.float32)
+    table_grad = kernels.bag_backward(upstream, ids, offsets, mode, 4, sample_weights, padding_idx=2)
+    assert table_grad[2].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_bag_max_ties_pick_first_position(implementation):

@@ -228,11 +228,28 @@ def test_sparse_gradient_add_to_matches_coalesced_update():
         (np.array([1, 2]), np.ones((3, 4)), ValueError, r"values must have shape \(2, 4\)"),
         (np.array([1.0]), np.ones((1, 4)), TypeError, "indices must be a 1-D integer array"),
         (np.array([[1]]), np.ones((1, 4)), TypeError, "indices must be a 1-D integer array"),
+        (np.array([1]), np.ones((1, 4), dtype=np.int64), TypeError, "values must be floating point"),
     ],
 )
 def test_row_sparse_grad_rejects_bad_parts(indices, values, error, message):
     with pytest.raises(error, match=message):
         RowSparseGrad(indices, values, (4, 4), coalesced=False)
+
+
+def test_row_sparse_grad_checks_its_shape():
+    with pytest.raises(TypeError, match="num_rows must be an integer; received 3.5"):
+        RowSparseGrad([0], np.ones((1, 2)), (3.5, 2), coalesced=False)
+    with pytest.raises(ValueError, match=r"shape must be \(num_rows, dim\)"):
+        RowSparseGrad([0], np.ones((1, 2)), (3, 2, 1))
+    grad = RowSparseGrad([2, 0, 2], np.ones((3, 2)), (3, 2), coalesced=False)  # lists become arrays
+    assert grad.indices.tolist() == [0, 2]
+
+
+def test_gradient_check_of_a_sparse_lookup():
+    table = Tensor(np.random.default_rng(22).standard_normal((5, 3)), dtype=np.float64, requires_grad=True)
+    analytic, numeric = compare_gradients(lambda t: F.embedding([1, 1, 4], t, sparse=True), [table])
+    np.testing.assert_allclose(analytic[0], numeric[0], rtol=1e-6, atol=1e-8)
+    assert analytic[0][1].any()
 
 
 def test_sparse_and_dense_gradients_share_the_table_dtype():

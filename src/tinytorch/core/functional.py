@@ -187,6 +187,9 @@ def embedding_bag(
     each row; the result is differentiable with respect to the table and to
     them.
 
+    NOTE: ``'max'`` skips NaN wherever it appears in a bag. PyTorch 2.13
+    keeps a NaN that comes first in a bag and skips later ones.
+
     Shape:
         ``(bags, length)`` or ``(n,)`` with ``offsets (bags,)`` -> ``(bags, embedding_dim)``.
     """

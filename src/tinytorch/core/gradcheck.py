@@ -14,7 +14,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tinytorch.core.tensor import Tensor, no_grad
+from tinytorch.core.tensor import RowSparseGrad, Tensor, no_grad
+
+
+def _dense_grad(tensor: Tensor) -> np.ndarray:
+    """Return a copy of ``tensor``'s gradient as a full array (zeros when it has none)."""
+    if tensor.grad is None:
+        return np.zeros_like(tensor.data)
+    if isinstance(tensor.grad, RowSparseGrad):
+        return tensor.grad.to_dense()
+    return tensor.grad.data.copy()
 
 
 def compare_gradients(
@@ -37,10 +46,7 @@ def compare_gradients(
     output = fn(*inputs)
     upstream = np.random.default_rng(seed).standard_normal(output.shape)
     (output * Tensor(upstream, dtype=output.dtype)).sum().backward()
-    analytic = [
-        tensor.grad.data.copy() if tensor.grad is not None else np.zeros_like(tensor.data)
-        for tensor in inputs
-    ]
+    analytic = [_dense_grad(tensor) for tensor in inputs]
 
     def objective() -> float:
         with no_grad():

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
-from tinytorch._checks import describe
+from tinytorch._checks import check_int, describe
 from tinytorch.core import kernels
 
 # A backward rule maps the output's gradient to one gradient per parent
@@ -76,7 +76,8 @@ class RowSparseGrad:
     """A gradient that is zero except in a few rows of a 2-D table.
 
     It contains row numbers and one row of values for each. With
-    ``coalesced=True`` the row numbers are sorted and unique. With
+    ``coalesced=True`` the caller promises sorted unique row numbers (they
+    are not checked). With
     ``coalesced=False``, as a lookup's backward makes it, they may repeat in
     any order, and repeated rows add up. ``indices`` and ``values`` always
     give the coalesced form, summing the repeats on first use.
@@ -92,10 +93,16 @@ class RowSparseGrad:
 
     __array_ufunc__ = None  # make ``ndarray + RowSparseGrad`` call __radd__
 
-    def __init__(self, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int], *, coalesced: bool = True) -> None:
-        num_rows, dim = shape
+    def __init__(self, indices: Any, values: Any, shape: tuple[int, int], *, coalesced: bool = True) -> None:
+        if len(shape) != 2:
+            raise ValueError(f"shape must be (num_rows, dim); received {shape!r}")
+        num_rows = check_int("num_rows", shape[0], minimum=0)
+        dim = check_int("dim", shape[1], minimum=0)
+        indices, values = np.asarray(indices), np.asarray(values)
         if indices.ndim != 1 or indices.dtype.kind not in "iu":
             raise TypeError(f"indices must be a 1-D integer array; received dtype {indices.dtype}, shape {indices.shape}")
+        if values.dtype.kind != "f":
+            raise TypeError(f"values must be floating point; received dtype {values.dtype}")
         if values.shape != (indices.size, dim):
             raise ValueError(
                 f"values must have shape {(indices.size, dim)} for {indices.size} indices into a table of "
@@ -108,7 +115,7 @@ class RowSparseGrad:
         self._indices = indices
         self._values = values
         self._coalesced = coalesced
-        self.shape = (int(num_rows), int(dim))
+        self.shape = (num_rows, dim)
 
     def is_coalesced(self) -> bool:
         """Return whether the row numbers are known to be sorted and unique."""

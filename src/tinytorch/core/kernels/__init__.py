@@ -97,6 +97,8 @@ def gather_rows(weight: np.ndarray, ids: np.ndarray, out: np.ndarray | None = No
                 f"received {out.dtype} of shape {out.shape}, C-contiguous={out.flags.c_contiguous}, "
                 f"writeable={out.flags.writeable}"
             )
+        if np.may_share_memory(out, weight):
+            raise ValueError("out must not overlap weight: rows would be read after they were overwritten; pass a separate array")
     return _active().gather_rows(weight, ids, out)
 
 

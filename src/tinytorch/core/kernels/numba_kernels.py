@@ -323,8 +323,9 @@ def _bag_max_core(weight, ids, offsets, padding_idx, out, positions):
                 continue
             source = weight[row]
             for j in range(dim):
-                # A strict comparison keeps the first of equal values and skips NaN, as NumPy's version does.
-                if source[j] > target[j]:
+                # A strict comparison keeps the first of equal values and skips NaN, as NumPy's version
+                # does. A first value is taken even if it is -inf, so that a column of -inf keeps it.
+                if source[j] > target[j] or (where[j] < 0 and not np.isnan(source[j])):
                     target[j] = source[j]
                     where[j] = i
         for j in range(dim):

@@ -66,7 +66,7 @@ def _sum_groups_into(
     Groups of the same size m are handled at once: one gather of shape
     ``(groups, m, dim)`` and one sum over m, which adds the rows in their
     order in the ids. This costs one NumPy call per distinct multiplicity and
-    batch, never a Python loop over ids. A batch holds about 1 MB of rows
+    batch, never a Python loop over ids. A batch contains about 1 MB of rows
     (at least one group): a temporary that size is reused from cache, where
     one of hundreds of megabytes costs page faults.
     """
@@ -203,18 +203,27 @@ def bag_forward(
             # The max starts from -inf, so that a NaN in a bag's first row is skipped like any other.
             target = block[:active] if p == 0 and not is_max else buffer[:active]
             rows = np.take(weight, token_ids, axis=0, out=target, mode="clip")  # ids are validated
-            if padding_idx is not None:
-                padding = token_ids == padding_idx
-                if padding.any():
-                    rows[padding] = -np.inf if is_max else 0
+            padding = None if padding_idx is None else token_ids == padding_idx
             if is_max:
                 current = block[:active]
-                better = rows > current
+                current_positions = positions[:active]
+                # A first value is taken even if it is -inf, so that a column of -inf keeps it.
+                better = (rows > current) | ((current_positions < 0) & ~np.isnan(rows))
+                if padding is not None:
+                    better[padding] = False
                 np.copyto(current, rows, where=better)
-                np.copyto(positions[:active], token_positions[:, np.newaxis], where=better)
+                np.copyto(current_positions, token_positions[:, np.newaxis], where=better)
                 continue
+            # Padding rows and their weights become 0 before the product, so that an inf
+            # in either adds nothing (0 * inf would be NaN).
+            has_padding = padding is not None and padding.any()
+            if has_padding:
+                rows[padding] = 0
             if per_sample_weights is not None:
-                rows *= per_sample_weights[token_positions, np.newaxis]
+                factors = per_sample_weights[token_positions]
+                if has_padding:
+                    factors[padding] = 0
+                rows *= factors[:, np.newaxis]
             if p > 0:
                 block[:active] += rows
         bags = order[first : first + size]
@@ -250,6 +259,8 @@ def bag_backward(
 
     bag_of_id, scales = _token_scales(ids, offsets, mode, per_sample_weights, padding_idx, grad.dtype)
     rows = np.take(grad, bag_of_id, axis=0)  # (n, dim)
+    if padding_idx is not None:
+        rows[ids == padding_idx] = 0  # before the product: an inf upstream times the padding's 0 would be NaN
     rows *= scales[:, np.newaxis]
     return scatter_add_rows(ids, rows, num_rows)
 
