@@ -66,6 +66,18 @@ def test_caller_arrays_reused_before_backward():
     assert weight.grad.data.ravel().tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_from_pretrained_takes_bag_options():
+    vectors = np.arange(8.0).reshape(4, 2)
+    bag = EmbeddingBag.from_pretrained(vectors, mode="sum", include_last_offset=True)
+    assert bag.mode == "sum"
+    assert bag.include_last_offset
+    assert bag([1, 3, 2], offsets=[0, 2, 3]).data.tolist() == [[8.0, 10.0], [4.0, 5.0]]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        EmbeddingBag.from_pretrained(vectors, mode="median")
+    with pytest.raises(TypeError, match="mode"):
+        Embedding.from_pretrained(vectors, mode="sum")
+
+
 def test_empty_bags_give_zero_rows():
     bag = EmbeddingBag(10, 3, mode="mean", padding_idx=2, dtype=np.float64)
     out = bag(IDS, OFFSETS)

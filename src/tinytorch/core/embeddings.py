@@ -156,12 +156,15 @@ class Embedding(Module):
         padding_idx: int | None = None,
         *,
         sparse: bool = False,
+        **options: Any,
     ) -> Embedding:
         """Build a table from a ``(vocab_size, embedding_dim)`` array of trained vectors.
 
         The array is copied (as float32 unless it is float64). A frozen table
         has ``requires_grad=False``: it gets no gradient, so optimizers leave
-        it alone. The ``padding_idx`` row keeps its given values.
+        it alone. The ``padding_idx`` row keeps its given values. Other
+        keyword options go to the constructor, such as ``mode`` and
+        ``include_last_offset`` for ``EmbeddingBag``.
         """
         array = np.asarray(weights.data if isinstance(weights, Tensor) else weights)
         if array.dtype.kind != "f":
@@ -173,7 +176,9 @@ class Embedding(Module):
         check_bool("freeze", freeze)
         dtype = np.float64 if array.dtype == np.float64 else np.float32
         table = np.array(array, dtype=dtype)  # a copy: later edits to weights do not reach the layer
-        layer = cls(array.shape[0], array.shape[1], padding_idx=padding_idx, dtype=dtype, sparse=sparse, _weight=table)
+        layer = cls(
+            array.shape[0], array.shape[1], padding_idx=padding_idx, dtype=dtype, sparse=sparse, _weight=table, **options
+        )
         layer.weight.requires_grad = not freeze
         return layer
 
