@@ -77,10 +77,10 @@ class RowSparseGrad:
 
     It contains row numbers and one row of values for each. With
     ``coalesced=True`` the caller promises sorted unique row numbers (they
-    are not checked). With
-    ``coalesced=False``, as a lookup's backward makes it, they may repeat in
-    any order, and repeated rows add up. ``indices`` and ``values`` always
-    give the coalesced form, summing the repeats on first use.
+    are not checked). With ``coalesced=False``, as a lookup's backward makes
+    it, they may repeat in any order, and repeated rows add up. ``indices``
+    and ``values`` always give the coalesced form, summing the repeats on
+    first use.
 
     An optimizer step can skip that sum: ``add_to`` adds the rows straight
     into a table. Like PyTorch's sparse lookup gradient, an uncoalesced
