@@ -200,7 +200,7 @@ def test_gather_rejects_unfit_out(implementation, out):
         kernels.gather_rows(weight, np.zeros((2, 3), dtype=np.int64), out)
 
 
-def test_gather_rejects_out_overlapping_the_table(implementation):
+def test_gather_rejects_overlapping_out(implementation):
     weight = np.arange(12, dtype=np.float32).reshape(6, 2)
     with pytest.raises(ValueError, match="out must not overlap weight"):
         kernels.gather_rows(weight, np.array([5, 4, 3, 2]), out=weight[0:4])
@@ -381,7 +381,7 @@ def test_add_scaled_rows_matches_loop(implementation, count, id_dtype, dtype):
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("dim", DIMS)
-def test_add_scaled_rows_sums_repeated_indices_first(implementation, case, dtype, dim):
+def test_add_scaled_rows_repeated_indices(implementation, case, dtype, dim):
     """Repeated indices act as one index whose values were summed in order, then scaled and added."""
     rng = np.random.default_rng(18)
     indices = id_cases(50, 40, rng)[case]
@@ -394,7 +394,7 @@ def test_add_scaled_rows_sums_repeated_indices_first(implementation, case, dtype
     np.testing.assert_array_equal(table, expected)
 
 
-def test_add_scaled_rows_values_viewing_the_table(implementation):
+def test_add_scaled_rows_values_view_table(implementation):
     """Values that are rows of the table itself are read before any row is updated."""
     table = np.arange(12.0, dtype=np.float32).reshape(4, 3)
     indices = np.array([1, 0, 1])
@@ -568,7 +568,7 @@ def test_bag_sample_weights_of_other_dtype(implementation):
     np.testing.assert_allclose(table_grad, expected_grad, **tolerance(np.float32))
 
 
-def test_bag_max_keeps_a_column_of_minus_infinity(implementation):
+def test_bag_max_keeps_minus_infinity(implementation):
     weight = np.array([[-np.inf, 1.0], [-np.inf, -2.0]], dtype=np.float32)
     pooled, positions = kernels.bag_forward(weight, np.array([0, 1, 0]), np.array([0, 2]), "max")
     assert pooled.tolist() == [[-np.inf, 1.0], [-np.inf, 1.0]]

@@ -204,7 +204,7 @@ def test_sparse_gradient_stays_uncoalesced_until_read():
     assert not np.shares_memory(grad.values, upstream)  # reading values never exposes the caller's array
 
 
-def test_sparse_gradient_add_to_matches_coalesced_update():
+def test_add_to_matches_coalesced_update():
     rng = np.random.default_rng(20)
     ids = np.minimum(rng.zipf(1.4, size=300) - 1, 39)
     upstream = rng.standard_normal((300, 16)).astype(np.float32)
@@ -236,6 +236,14 @@ def test_row_sparse_grad_rejects_bad_parts(indices, values, error, message):
         RowSparseGrad(indices, values, (4, 4), coalesced=False)
 
 
+def test_add_to_rejects_mismatched_table():
+    grad = RowSparseGrad([3, 1], np.ones((2, 2)), (4, 2), coalesced=False)
+    with pytest.raises(ValueError, match=r"table must have the gradient's shape \(4, 2\); received shape \(2, 2\)"):
+        grad.add_to(np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="table must be a NumPy array"):
+        grad.add_to([[0.0, 0.0]] * 4)
+
+
 def test_row_sparse_grad_checks_its_shape():
     with pytest.raises(TypeError, match="num_rows must be an integer; received 3.5"):
         RowSparseGrad([0], np.ones((1, 2)), (3.5, 2), coalesced=False)
@@ -245,14 +253,14 @@ def test_row_sparse_grad_checks_its_shape():
     assert grad.indices.tolist() == [0, 2]
 
 
-def test_gradient_check_of_a_sparse_lookup():
+def test_gradient_check_sparse_lookup():
     table = Tensor(np.random.default_rng(22).standard_normal((5, 3)), dtype=np.float64, requires_grad=True)
     analytic, numeric = compare_gradients(lambda t: F.embedding([1, 1, 4], t, sparse=True), [table])
     np.testing.assert_allclose(analytic[0], numeric[0], rtol=1e-6, atol=1e-8)
     assert analytic[0][1].any()
 
 
-def test_sparse_and_dense_gradients_share_the_table_dtype():
+def test_sparse_gradient_keeps_table_dtype():
     """A float64 factor downstream must not make a float32 table's sparse gradient float64."""
     ids = np.array([0, 1, 1, 2, 3, 3, 3])
     grads = []
@@ -276,7 +284,7 @@ def test_negative_padding_idx_in_functional_lookup():
         assert dense[1].tolist() == [1.0, 1.0]
 
 
-def test_sparse_lookup_into_a_computed_table():
+def test_sparse_lookup_into_computed_table():
     """The row-sparse gradient becomes dense before it reaches a computed table's rule."""
     base = Tensor(np.arange(8.0).reshape(4, 2), requires_grad=True)
     F.embedding([3, 0, 3], base * 2.0, sparse=True).sum().backward()

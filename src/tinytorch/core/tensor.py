@@ -148,7 +148,15 @@ class RowSparseGrad:
 
         The result equals coalescing first, bit for bit, but repeated rows are
         summed on the fly instead of into a new array.
+
+        Raises:
+            TypeError: ``table`` is not a NumPy array.
+            ValueError: its shape is not this gradient's ``shape``.
         """
+        if not isinstance(table, np.ndarray):
+            raise TypeError(f"table must be a NumPy array; received {describe(table)}")
+        if table.shape != self.shape:
+            raise ValueError(f"table must have the gradient's shape {self.shape}; received shape {table.shape}")
         kernels.add_scaled_rows(table, self._indices, self._values, alpha)
 
     def to_dense(self) -> np.ndarray:
