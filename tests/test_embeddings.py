@@ -203,6 +203,34 @@ def test_python_ints_beyond_int64_raise_value_error(huge):
         Embedding(10, 4)([1, huge])
 
 
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: Embedding(2**70, 4), r"vocab_size=1180591620717411303424 x embedding_dim=4 .* more than any array can address"),
+        (lambda: PositionalEncoding(2, max_seq_length=2**62), r"max_seq_length=4611686018427387904 x embedding_dim=2 .* any array"),
+        (lambda: LearnedPositionalEmbedding(2**62, 8), r"max_seq_length=4611686018427387904 x embedding_dim=8 .* any array"),
+    ],
+)
+def test_unaddressable_table_raises_value_error(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_table_memory_error_names_sizes(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(np, "empty", no_memory)
+    with pytest.raises(MemoryError, match=r"max_seq_length=300 x embedding_dim=8 \(1.79e-05 GiB\); use a smaller max_seq_length or embedding_dim"):
+        PositionalEncoding(8, max_seq_length=300)
+
+
+def test_object_array_of_small_ints_works():
+    layer = Embedding(10, 4)
+    ids = np.array([[1, 7], [0, 9]], dtype=object)
+    np.testing.assert_array_equal(layer(ids).data, layer(np.array([[1, 7], [0, 9]])).data)
+
+
 def test_reusing_id_array_before_backward_keeps_gradient_rows():
     layer = Embedding(10, 2)
     ids = np.array([1, 2])

@@ -100,6 +100,18 @@ def test_compare_positional_encodings(profiler):
     assert profiler.compare_positional_encodings(10, 8, max_seq_length=64)["learned"]["extrapolation"] == 64
 
 
+def test_compare_positional_copies_measured(profiler):
+    measured = {
+        "sinusoidal": {"heldout_bits_per_char": 2.15, "heldout_bits_per_char_2x_context": 3.5},
+        "learned": {"heldout_bits_per_char": 2.16, "heldout_bits_per_char_2x_context": None},
+    }
+    results = profiler.compare_positional_encodings(seq_length=8, embedding_dim=4, measured=measured)
+    assert results["sinusoidal"]["heldout_bits_per_char"] == 2.15
+    assert results["sinusoidal"]["heldout_bits_per_char_2x_context"] == 3.5
+    assert results["learned"]["heldout_bits_per_char"] == 2.16
+    assert results["learned"]["heldout_bits_per_char_2x_context"] is None
+
+
 @pytest.mark.parametrize(
     "call, error, message",
     [
@@ -110,6 +122,19 @@ def test_compare_positional_encodings(profiler):
         (lambda p: p.analyze_memory_scaling([10], [-4]), ValueError, r"received -4"),
         (lambda p: p.compare_positional_encodings(seq_length=0), ValueError, r"seq_length must be a positive integer; received 0"),
         (lambda p: p.compare_positional_encodings(seq_length=10, max_seq_length=5), ValueError, r"at least seq_length=10; received 5"),
+        (lambda p: p.compare_positional_encodings(measured=[1]), TypeError, r"measured must be a mapping.*received \[1\]"),
+        (lambda p: p.compare_positional_encodings(measured={"learned": {}}), ValueError, r"results for 'sinusoidal'; received keys \['learned'\]"),
+        (lambda p: p.compare_positional_encodings(measured={"sinusoidal": 2.1, "learned": {}}), TypeError, r"measured\['sinusoidal'\] must be a mapping"),
+        (
+            lambda p: p.compare_positional_encodings(measured={"sinusoidal": {"heldout_bits_per_char_2x_context": "abc"}, "learned": {}}),
+            TypeError,
+            r"\['heldout_bits_per_char_2x_context'\] must be a number or None; received 'abc'",
+        ),
+        (
+            lambda p: p.compare_positional_encodings(measured={"sinusoidal": {}, "learned": {"heldout_bits_per_char": float("nan")}}),
+            ValueError,
+            r"measured\['learned'\]\['heldout_bits_per_char'\] must be finite; received nan",
+        ),
     ],
 )
 def test_bad_arguments(profiler, call, error, message):

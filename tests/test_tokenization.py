@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -798,3 +800,19 @@ def test_load_rejects_directory_and_deep_json(tmp_path, tokenizer_class):
         tokenizer_class.load(deep)
     with pytest.raises(TypeError, match="path must be a str or os.PathLike; received None"):
         tokenizer_class.load(None)
+
+
+def test_library_warning_prints_nothing():
+    # A BPE vocabulary that cannot reach its size logs a warning. Without a
+    # logging setup in the program, nothing may reach stdout or stderr.
+    script = "from tinytorch.core.tokenization import BPETokenizer\nBPETokenizer(1000).train('tiny text')\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == ""
+
+
+def test_library_warning_reaches_configured_logging(caplog):
+    with caplog.at_level(logging.WARNING, logger="tinytorch"):
+        BPETokenizer(1000).train("tiny text")
+    assert "BPE training stopped" in caplog.text

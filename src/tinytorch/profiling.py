@@ -13,6 +13,8 @@ bandwidth tools such as STREAM report them.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import statistics
 import threading
 import time
@@ -277,6 +279,8 @@ class EmbeddingProfiler:
             raise ValueError(
                 f"max_seq_length must be at least seq_length={seq_length}; received {describe(max_seq_length)}"
             )
+        if measured is not None:
+            _check_measured(measured)
 
         x = Tensor(self.rng.standard_normal((batch_size, seq_length, embedding_dim)), dtype=np.float32)
         sinusoidal = PositionalEncoding(embedding_dim, max_seq_length=table_rows)
@@ -304,13 +308,37 @@ class EmbeddingProfiler:
         }
         if measured is not None:
             for kind, entry in comparison.items():
-                if kind not in measured:
-                    raise ValueError(
-                        f"measured must hold results for {kind!r}; received keys {sorted(measured)}"
-                    )
-                for key in ("heldout_bits_per_char", "heldout_bits_per_char_2x_context"):
+                for key in MEASURED_KEYS:
                     entry[key] = measured[kind].get(key)
         return comparison
+
+
+# The held-out figures that ``compare_positional_encodings`` copies from a
+# ``tinytorch compare-positional`` report.
+MEASURED_KEYS = ("heldout_bits_per_char", "heldout_bits_per_char_2x_context")
+
+
+def _check_measured(measured: Any) -> None:
+    """Raise unless ``measured`` maps both encodings to mappings whose held-out figures are numbers or None."""
+    if not isinstance(measured, Mapping):
+        raise TypeError(
+            "measured must be a mapping like {'sinusoidal': {...}, 'learned': {...}}, "
+            f"the 'results' of a compare-positional report; received {describe(measured)}"
+        )
+    for kind in ("sinusoidal", "learned"):
+        if kind not in measured:
+            raise ValueError(f"measured must hold results for {kind!r}; received keys {list(measured)}")
+        results = measured[kind]
+        if not isinstance(results, Mapping):
+            raise TypeError(f"measured[{kind!r}] must be a mapping of result names to values; received {describe(results)}")
+        for key in MEASURED_KEYS:
+            value = results.get(key)
+            if value is None:
+                continue  # the encoding could not run at that length
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"measured[{kind!r}][{key!r}] must be a number or None; received {describe(value)}")
+            if not math.isfinite(value):
+                raise ValueError(f"measured[{kind!r}][{key!r}] must be finite; received {value!r}")
 
 
 def _line_figure(

@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +67,25 @@ def _check_table_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
+@contextlib.contextmanager
+def table_memory(rows_name: str, rows: int, columns_name: str, columns: int, itemsize: int) -> Iterator[None]:
+    """Raise a clear error when a ``(rows, columns)`` table built inside the block cannot be allocated.
+
+    A size beyond what any array can address raises ``ValueError`` before the
+    block runs. A ``MemoryError`` inside the block is raised again with the
+    two sizes named, because NumPy's own message names only the shape.
+    """
+    nbytes = rows * columns * itemsize
+    sizes = f"{rows_name}={rows} x {columns_name}={columns}"
+    fix = f"use a smaller {rows_name} or {columns_name}"
+    if nbytes > np.iinfo(np.intp).max:
+        raise ValueError(f"a table of {sizes} would take {nbytes / 2**30:.3g} GiB, more than any array can address; {fix}")
+    try:
+        yield
+    except MemoryError as error:
+        raise MemoryError(f"not enough memory for a table of {sizes} ({nbytes / 2**30:.3g} GiB); {fix}") from error
+
+
 def init_table(
     vocab_size: int,
     embedding_dim: int,
@@ -81,15 +102,16 @@ def init_table(
     shape = (vocab_size, embedding_dim)
     # Drawn directly in the table's dtype (in place), so a large float32
     # table never needs a float64 copy.
-    if init_type == "normal":
-        table = rng.standard_normal(shape, dtype=dtype)
-        table *= 1.0 / math.sqrt(embedding_dim)
-        return table
+    with table_memory("vocab_size", vocab_size, "embedding_dim", embedding_dim, np.dtype(dtype).itemsize):
+        if init_type == "normal":
+            table = rng.standard_normal(shape, dtype=dtype)
+            table *= 1.0 / math.sqrt(embedding_dim)
+            return table
+        table = rng.random(shape, dtype=dtype)  # [0, 1)
     if init_type == "uniform":
         bound = 1.0 / math.sqrt(embedding_dim)
     else:
         bound = math.sqrt(6.0 / (vocab_size + embedding_dim))
-    table = rng.random(shape, dtype=dtype)  # [0, 1)
     table *= 2.0 * bound
     table -= bound
     return table
@@ -317,13 +339,14 @@ def sinusoidal_table(max_seq_length: int, embedding_dim: int) -> np.ndarray:
     ``PE[pos, 2i+1] = cos(pos / 10000^(2i/d))``. For an odd ``d`` the last
     column is a sine, and the cosine columns use the first ``d // 2`` frequencies.
     """
-    positions = np.arange(max_seq_length, dtype=np.float64)[:, np.newaxis]  # (seq, 1)
-    even_columns = np.arange(0, embedding_dim, 2, dtype=np.float64)  # the 2i values
-    angles = positions / 10000.0 ** (even_columns / embedding_dim)  # (seq, ceil(d/2))
+    with table_memory("max_seq_length", max_seq_length, "embedding_dim", embedding_dim, np.dtype(np.float64).itemsize):
+        positions = np.arange(max_seq_length, dtype=np.float64)[:, np.newaxis]  # (seq, 1)
+        even_columns = np.arange(0, embedding_dim, 2, dtype=np.float64)  # the 2i values
+        angles = positions / 10000.0 ** (even_columns / embedding_dim)  # (seq, ceil(d/2))
 
-    table = np.empty((max_seq_length, embedding_dim), dtype=np.float64)
-    table[:, 0::2] = np.sin(angles)
-    table[:, 1::2] = np.cos(angles[:, : embedding_dim // 2])
+        table = np.empty((max_seq_length, embedding_dim), dtype=np.float64)
+        table[:, 0::2] = np.sin(angles)
+        table[:, 1::2] = np.cos(angles[:, : embedding_dim // 2])
     return table
 
 
@@ -467,9 +490,12 @@ class LearnedPositionalEmbedding(Module):
     ) -> None:
         self.max_seq_length = check_int("max_seq_length", max_seq_length, minimum=1)
         self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
-        self.position_embedding = Embedding(
-            self.max_seq_length, self.embedding_dim, init_type="normal", dtype=dtype, rng=rng
-        )
+        # Errors about the table's size name this layer's arguments, not the inner table's vocab_size.
+        itemsize = _check_table_dtype(dtype).itemsize
+        with table_memory("max_seq_length", self.max_seq_length, "embedding_dim", self.embedding_dim, itemsize):
+            self.position_embedding = Embedding(
+                self.max_seq_length, self.embedding_dim, init_type="normal", dtype=dtype, rng=rng
+            )
 
     def forward(self, x: Any) -> Tensor:
         """Return ``x`` plus the learned rows for positions ``0 .. seq_len - 1``."""

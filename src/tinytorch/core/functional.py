@@ -35,9 +35,13 @@ def as_id_array(input_ids: Any) -> np.ndarray:
     if ids.dtype == object and all(
         isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in ids.flat
     ):
-        # Python ints too large for int64 arrive as objects; they are ids, only out of range.
-        too_large = max(ids.flat, key=abs)
-        raise ValueError(f"ids must fit in a 64-bit integer; received id {too_large}")
+        # Python ints arrive as objects when one is too large for int64, or
+        # when the caller built an object array; both are ids.
+        try:
+            return ids.astype(np.int64)
+        except OverflowError:
+            too_large = max(ids.flat, key=abs)
+            raise ValueError(f"ids must fit in a 64-bit integer; received id {too_large}") from None
     if ids.dtype.kind not in "iu":
         raise TypeError(
             "ids must be integers (int32 or int64 for example); "
