@@ -774,6 +774,10 @@ def bfloat16_model(directory: Path) -> None:
     (directory / MODEL_FILE).write_bytes(len(header).to_bytes(8, "little") + header + b"\x00\x00")
 
 
+# Valid JSON syntax, but deeper than Python's json parser can recurse.
+DEEPLY_NESTED_JSON = "[" * 100_000 + "]" * 100_000
+
+
 def model_as_directory(directory: Path) -> None:
     (directory / MODEL_FILE).unlink()
     (directory / MODEL_FILE).mkdir()
@@ -797,6 +801,12 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], None], str, str]] = [
         lambda d: (d / CONFIG_FILE).write_text('{"format": "tinytorch.checkp'),
         CONFIG_FILE,
         "not valid JSON",
+    ),
+    (
+        "config nested too deeply",
+        lambda d: (d / CONFIG_FILE).write_text(DEEPLY_NESTED_JSON),
+        CONFIG_FILE,
+        "nested too deeply to parse",
     ),
     (
         "config not utf8",
@@ -933,6 +943,18 @@ def test_save_rejects_foreign_config_directory(tmp_path, new_contents):
     before = snapshot(tmp_path)
 
     with pytest.raises(ValueError, match=re.escape(repr(str(path)))):
+        save_checkpoint(path, **new_contents)
+
+    assert snapshot(tmp_path) == before
+
+
+def test_save_rejects_deeply_nested_config(tmp_path, new_contents):
+    path = tmp_path / "nested"
+    path.mkdir()
+    (path / CONFIG_FILE).write_text(DEEPLY_NESTED_JSON, encoding="utf-8")
+    before = snapshot(tmp_path)
+
+    with pytest.raises(ValueError, match="non-empty directory without a config.json"):
         save_checkpoint(path, **new_contents)
 
     assert snapshot(tmp_path) == before

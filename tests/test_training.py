@@ -1,10 +1,13 @@
 """Training pieces: data split, batches, schedule, baselines, evaluation, checkpoints of trained models."""
 
+import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from tinytorch.core.losses import cross_entropy
 from tinytorch.core.tensor import no_grad
@@ -137,11 +140,20 @@ def test_numpy_float_learning_rate_is_accepted_and_saved(tmp_path):
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
-def test_divergence_raises_instead_of_saving_nan():
+@pytest.mark.parametrize(
+    "grad_clip, advice",
+    [
+        (0.0, "set TrainConfig.grad_clip to a positive value such as 1.0 to clip gradients"),
+        (1.0, "lower TrainConfig.grad_clip (now 1.0) to clip gradients harder"),
+    ],
+)
+def test_divergence_raises_instead_of_saving_nan(grad_clip, advice):
     prepared = prepare_text(TINY, TEXT)
-    config = TrainConfig(**{**TINY.to_dict(), "lr": 1e30, "grad_clip": 0.0, "warmup_steps": 0, "steps": 20})
-    with pytest.raises(FloatingPointError, match=r"training diverged at step \d+: the loss is nan; lower the learning rate \(lr=1e\+30\)"):
+    config = TrainConfig(**{**TINY.to_dict(), "lr": 1e30, "grad_clip": grad_clip, "warmup_steps": 0, "steps": 20})
+    with pytest.raises(FloatingPointError, match=r"training diverged at step \d+: the loss is nan; lower the learning rate \(lr=1e\+30\)") as caught:
         train_language_model(config, prepared.train_ids, prepared.tokenizer)
+    assert str(caught.value).endswith(f"or, when calling the library, {advice}")
+    assert "raise grad_clip" not in str(caught.value)
 
 
 def test_bigram_baseline_with_large_vocabulary_counts_sparsely():
@@ -213,10 +225,91 @@ def test_checkpoint_with_mismatched_config_is_rejected(tmp_path):
     document = json.loads(config_path.read_text())
     document["config"]["model"]["hidden_dim"] = 64
     config_path.write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"model.safetensors' does not match its config.*block.mlp_in"):
+    with pytest.raises(ValueError, match=r"config.json' does not match the stored tensors: its hidden_dim=64 and embedding_dim=16 give tensor 'block.mlp_in.weight' the shape \(64, 16\), but .*model.safetensors' stores shape \(32, 16\)"):
         load_trained_model(directory)
 
     document["config"]["model"]["positional"] = "rotary"
     config_path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"config.json' does not describe a TransformerLM.*rotary"):
         load_trained_model(directory)
+
+
+def save_untrained(tmp_path, config=TINY):
+    """Save a freshly initialised model of ``config`` as a checkpoint and return its directory."""
+    tokenizer = CharTokenizer()
+    model = TransformerLM(config.model_config(tokenizer.vocab_size), rng=np.random.default_rng(0))
+    return save_trained_model(tmp_path / "checkpoint", model, tokenizer, config)
+
+
+def update_checksum(directory):
+    """Record the current SHA-256 of model.safetensors in config.json, as a forged checkpoint would."""
+    config_path = directory / "config.json"
+    document = json.loads(config_path.read_text())
+    document["sha256"]["model.safetensors"] = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    config_path.write_text(json.dumps(document))
+
+
+def replace_tensor(directory, name, array):
+    tensors_path = directory / "model.safetensors"
+    state = safetensors.numpy.load_file(tensors_path)
+    state[name] = array
+    safetensors.numpy.save_file(state, tensors_path)
+    update_checksum(directory)
+
+
+def edit_model_config(directory, **changes):
+    config_path = directory / "config.json"
+    document = json.loads(config_path.read_text())
+    document["config"]["model"].update(changes)
+    config_path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.uint8, np.complex64])
+def test_load_rejects_non_float_tensor(tmp_path, dtype):
+    directory = save_untrained(tmp_path)
+    replace_tensor(directory, "block.attention.key.bias", np.zeros(16, dtype=dtype))
+
+    with pytest.raises(ValueError, match=re.escape(repr(str(directory / "model.safetensors")))) as caught:
+        load_trained_model(directory)
+
+    message = str(caught.value)
+    assert f"tensor 'block.attention.key.bias' has dtype {np.dtype(dtype)}" in message
+    assert "is not a tinytorch checkpoint of a TransformerLM" in message
+    assert message.endswith("re-save the model with save_trained_model")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_load_rejects_non_finite_weights(tmp_path, value):
+    directory = save_untrained(tmp_path)
+    weight = safetensors.numpy.load_file(directory / "model.safetensors")["block.mlp_out.weight"]
+    weight[3, 5] = value
+    replace_tensor(directory, "block.mlp_out.weight", weight)
+
+    with pytest.raises(ValueError, match=re.escape(repr(str(directory / "model.safetensors")))) as caught:
+        load_trained_model(directory)
+
+    message = str(caught.value)
+    assert "contains NaN or infinite values in tensor 'block.mlp_out.weight'" in message
+    assert message.endswith("load an earlier checkpoint")
+
+
+@pytest.mark.parametrize(
+    "positional, changes, message",
+    [
+        ("sinusoidal", {"embedding_dim": 2**40}, r"its vocab_size=\d+ and embedding_dim=1099511627776 give tensor 'token_embedding.weight'"),
+        ("sinusoidal", {"hidden_dim": 10**12}, r"its hidden_dim=1000000000000 and embedding_dim=16 give tensor 'block.mlp_in.weight'"),
+        ("learned", {"context": 10**12}, r"its context=1000000000000 and embedding_dim=16 give tensor 'position.position_embedding.weight'"),
+        ("sinusoidal", {"positional": "learned", "context": 10**12}, r"'position.position_embedding.weight' the shape \(1000000000000, 16\), but .* has no such tensor"),
+        ("sinusoidal", {"vocab_size": 10**12}, r"gives vocab_size=1000000000000, but the tokenizer has \d+ ids"),
+        ("sinusoidal", {"context": 10**12}, r"describes a model too large to build \(context=1000000000000, embedding_dim=16\)"),
+        ("sinusoidal", {"context": 10**18}, r"describes a model too large to build \(context=1000000000000000000, embedding_dim=16\)"),
+    ],
+)
+def test_load_rejects_absurd_config_sizes(tmp_path, positional, changes, message):
+    directory = save_untrained(tmp_path, TrainConfig(**{**TINY.to_dict(), "positional": positional}))
+    edit_model_config(directory, **changes)
+
+    with pytest.raises(ValueError, match=re.escape(repr(str(directory / "config.json")))) as caught:
+        load_trained_model(directory)
+
+    assert re.search(message, str(caught.value))

@@ -50,6 +50,7 @@ __all__ = [
     "MODEL_FILE",
     "TOKENIZER_FILE",
     "Checkpoint",
+    "check_replaceable",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -165,7 +166,7 @@ def save_checkpoint(
     document = _config_document(config, metadata, tokenizer_name)
 
     os.makedirs(target.parent, exist_ok=True)
-    _check_replaceable(target)
+    check_replaceable(target)
     _remove_leftovers(target, _STAGING)
 
     staging = _make_staging_directory(target)
@@ -411,7 +412,7 @@ def _checkpoint_path(directory: Any) -> Path:
     return path
 
 
-def _check_replaceable(target: Path) -> None:
+def check_replaceable(target: Path) -> None:
     """Raise ``ValueError`` unless ``target`` is missing, empty or a tinytorch checkpoint."""
     if target.is_symlink():
         raise ValueError(
@@ -439,7 +440,7 @@ def _check_replaceable(target: Path) -> None:
 def _has_checkpoint_config(directory: Path) -> bool:
     try:
         document = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return isinstance(document, dict) and document.get("format") == FORMAT_TAG
 
@@ -623,6 +624,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise _invalid_file(path, f"not valid JSON ({error})") from error
+    except RecursionError as error:
+        # CPython's json parser recurses once per nested array or object, so
+        # deep nesting exhausts the recursion limit.
+        raise _invalid_file(path, f"its JSON is nested too deeply to parse ({error})") from error
 
     if not isinstance(document, dict):
         raise _invalid_file(

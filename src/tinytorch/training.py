@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tinytorch._checks import check_choice, check_int, check_non_negative, describe
-from tinytorch.checkpoint import load_checkpoint, save_checkpoint
+from tinytorch.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, save_checkpoint
 from tinytorch.core.losses import cross_entropy
 from tinytorch.core.optimizers import AdamW, clip_grad_norm
 from tinytorch.core.tensor import no_grad
@@ -256,9 +256,14 @@ def train_language_model(
         loss_value = float(loss.item())
         if not math.isfinite(loss_value):
             # Training has diverged: a checkpoint of these weights would be useless.
+            # A smaller grad_clip clips harder, and 0 turns clipping off.
+            if config.grad_clip:
+                clipping = f"lower TrainConfig.grad_clip (now {config.grad_clip}) to clip gradients harder"
+            else:
+                clipping = "set TrainConfig.grad_clip to a positive value such as 1.0 to clip gradients"
             raise FloatingPointError(
                 f"training diverged at step {step + 1}: the loss is {loss_value}; "
-                f"lower the learning rate (lr={config.lr}) or raise grad_clip"
+                f"lower the learning rate (lr={config.lr}), or, when calling the library, {clipping}"
             )
         result.losses.append(loss_value)
         result.steps_done = step + 1
@@ -296,10 +301,12 @@ def load_trained_model(directory: str | os.PathLike[str]) -> tuple[TransformerLM
     Raises:
         FileNotFoundError: ``directory`` does not exist.
         ValueError: a file is truncated, corrupt, or does not match the
-            model its configuration describes; the message names the file.
+            model its configuration describes, or a tensor is not floating
+            point or contains NaN or infinite values. The message names the file.
     """
     checkpoint = load_checkpoint(directory)
-    config_path = Path(directory) / "config.json"
+    config_path = Path(directory) / CONFIG_FILE
+    tensors_path = Path(directory) / MODEL_FILE
     try:
         model_config = ModelConfig(**checkpoint.config["model"])
         train_config = TrainConfig(**checkpoint.config["train"])
@@ -310,12 +317,72 @@ def load_trained_model(directory: str | os.PathLike[str]) -> tuple[TransformerLM
             f"{str(config_path)!r} gives vocab_size={model_config.vocab_size}, but the tokenizer "
             f"has {checkpoint.tokenizer.vocab_size} ids"
         )
-    model = TransformerLM(model_config, rng=np.random.default_rng(0))
+    _check_weights(checkpoint.state, tensors_path)
+    _check_sizes(model_config, checkpoint.state, config_path, tensors_path)
+
+    try:
+        model = TransformerLM(model_config, rng=np.random.default_rng(0))
+    except (MemoryError, ValueError) as error:
+        # NOTE: with positional 'sinusoidal' the context sets the rows of a
+        # table that no stored tensor shapes, so only this allocation bounds it.
+        raise ValueError(
+            f"{str(config_path)!r} describes a model too large to build (context={model_config.context}, "
+            f"embedding_dim={model_config.embedding_dim}): {error}; check that this config.json "
+            f"was saved with {str(tensors_path)!r}"
+        ) from error
     try:
         model.load_state_dict(checkpoint.state)
     except ValueError as error:
-        raise ValueError(f"{str(Path(directory) / 'model.safetensors')!r} does not match its config: {error}") from error
+        raise ValueError(f"{str(tensors_path)!r} does not match its config: {error}") from error
     return model, checkpoint.tokenizer, train_config
+
+
+def _check_weights(state: dict[str, np.ndarray], tensors_path: Path) -> None:
+    """Raise ``ValueError`` naming the file and tensor unless every tensor is finite floating point."""
+    for name, array in state.items():
+        if array.dtype.kind != "f":
+            raise ValueError(
+                f"{str(tensors_path)!r} is not a tinytorch checkpoint of a TransformerLM: tensor {name!r} "
+                f"has dtype {array.dtype}, but the model's weights are floating point; "
+                "re-save the model with save_trained_model"
+            )
+        # Checked here and not in load_checkpoint, because that stores arbitrary
+        # arrays, where an infinite mask is valid data. A language model with NaN
+        # or infinite weights loads, but generate then fails on NaN probabilities.
+        if not np.isfinite(array).all():
+            raise ValueError(
+                f"{str(tensors_path)!r} contains NaN or infinite values in tensor {name!r}, as a diverged "
+                "training run leaves; load an earlier checkpoint"
+            )
+
+
+def _check_sizes(config: ModelConfig, state: dict[str, np.ndarray], config_path: Path, tensors_path: Path) -> None:
+    """Raise ``ValueError`` naming ``config.json`` when its sizes disagree with the stored tensors.
+
+    Runs before the model is built, so that an absurd size such as
+    ``hidden_dim=10**12`` is rejected before anything of that size is allocated.
+    """
+    # Each stored tensor below has a shape that a pair of config fields fixes.
+    # load_state_dict checks every other shape after the model is built.
+    sized_tensors = {
+        "token_embedding.weight": ("vocab_size", "embedding_dim"),
+        "block.mlp_in.weight": ("hidden_dim", "embedding_dim"),
+    }
+    if config.positional == "learned":
+        sized_tensors["position.position_embedding.weight"] = ("context", "embedding_dim")
+
+    for name, fields in sized_tensors.items():
+        expected = tuple(getattr(config, field_name) for field_name in fields)
+        array = state.get(name)
+        if array is not None and array.shape == expected:
+            continue
+        sizes = " and ".join(f"{field_name}={value}" for field_name, value in zip(fields, expected))
+        found = "has no such tensor" if array is None else f"stores shape {array.shape}"
+        raise ValueError(
+            f"{str(config_path)!r} does not match the stored tensors: its {sizes} give tensor {name!r} "
+            f"the shape {expected}, but {str(tensors_path)!r} {found}; config.json was edited or "
+            "belongs to another checkpoint, so re-save the model with save_trained_model"
+        )
 
 
 @dataclass(frozen=True)
