@@ -1,10 +1,12 @@
 """Atomic writes: content, permissions, links, and what they refuse to replace."""
 
+import errno
 import os
 import stat
 
 import pytest
 
+from tinytorch import _atomic
 from tinytorch._atomic import atomic_write, atomic_write_text
 
 
@@ -73,3 +75,57 @@ def test_non_regular_file_rejected(tmp_path):
     with pytest.raises(ValueError, match="it is not a regular file"):
         atomic_write_text(fifo, "x")
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_unwritable_directory_error_names_destination(tmp_path, monkeypatch):
+    def deny(*, prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, f"{prefix}abc{suffix}"))
+
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", deny)
+    path = tmp_path / "vectors.npy"
+    with pytest.raises(PermissionError) as caught:
+        atomic_write_text(path, "x")
+    message = str(caught.value)
+    assert f"cannot write {str(path)!r}: creating a temporary file in {str(tmp_path)!r} failed (Permission denied)" in message
+    assert ".vectors.npy." not in message
+    assert caught.value.errno == errno.EACCES
+    assert isinstance(caught.value.__cause__, PermissionError)
+
+
+def test_failed_rename_error_names_destination(tmp_path, monkeypatch):
+    def read_only(source, target):
+        raise OSError(errno.EROFS, "Read-only file system", source, target)
+
+    monkeypatch.setattr(_atomic.os, "replace", read_only)
+    path = tmp_path / "report.json"
+    with pytest.raises(OSError) as caught:
+        atomic_write_text(path, "x")
+    message = str(caught.value)
+    assert f"cannot write {str(path)!r}: Read-only file system" in message
+    assert ".report.json." not in message
+    assert caught.value.errno == errno.EROFS
+    assert caught.value.__cause__.filename.endswith(".tmp")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory regardless of its mode")
+def test_read_only_directory_error_names_destination(tmp_path):
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    directory.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=r"cannot write '.*ro/out\.txt': creating a temporary file"):
+            atomic_write_text(directory / "out.txt", "x")
+    finally:
+        directory.chmod(0o755)
+
+
+def test_error_about_another_file_passes_unchanged(tmp_path):
+    def read_missing_input(handle):
+        handle.write((tmp_path / "missing-input.txt").read_bytes())
+
+    with pytest.raises(FileNotFoundError) as caught:
+        atomic_write(tmp_path / "out.txt", read_missing_input)
+    assert caught.value.filename == str(tmp_path / "missing-input.txt")
+    assert caught.value.__cause__ is None
+    assert list(tmp_path.iterdir()) == []

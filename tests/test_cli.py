@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tinytorch
+from tinytorch import cli
 from tinytorch.core.embeddings import Embedding, PositionalEncoding
 from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
 from tinytorch.data import builtin_corpus
@@ -106,7 +107,9 @@ def test_embed_trains_bpe_on_the_input(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["embed", "--file", "missing.txt"], "No such file or directory: 'missing.txt'"),
+        (["embed", "--file", "missing.txt"], "cannot read --file 'missing.txt' (No such file or directory); give the path"),
+        (["embed", "--bpe-vocab-size", "1"], "argument --bpe-vocab-size: expected an integer >= 260, received '1'"),
+        (["embed", "--file", "notes.txt", "--out", "notes.txt/v.npy"], "'notes.txt' is a file, not a directory"),
         (["embed", "--dim", "-3"], "argument --dim: expected a positive integer, received '-3'"),
         (["embed", "--max-length", "zero"], "argument --max-length: expected a positive integer, received 'zero'"),
         (["embed", "--tokenizer", "word"], "argument --tokenizer: invalid choice: 'word'"),
@@ -119,6 +122,7 @@ def test_embed_trains_bpe_on_the_input(tmp_path):
         (["embed", "hi", "--vocab", "broken.json"], "broken.json"),
         (["embed", "--bogus"], "unrecognized arguments: --bogus"),
         (["profile", "--repeats", "0"], "argument --repeats: expected a positive integer, received '0'"),
+        (["profile", "--plot", "notes.txt"], "--plot 'notes.txt' is a file; give a directory"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
@@ -236,7 +240,8 @@ def test_neighbors_lists_k_tokens_by_cosine(trained_run):
         (["generate", "--checkpoint", "CKPT", "--temperature", "-1"], "expected a finite number >= 0, received '-1'"),
         (["train", "--steps", "0"], "argument --steps: expected a positive integer, received '0'"),
         (["train", "--positional", "rotary"], "argument --positional: invalid choice: 'rotary'"),
-        (["train", "--corpus", "missing.txt"], "No such file or directory: 'missing.txt'"),
+        (["train", "--corpus", "missing.txt"], "cannot read --corpus 'missing.txt' (No such file or directory)"),
+        (["train", "--tokenizer", "bpe", "--bpe-vocab-size", "1"], "argument --bpe-vocab-size: expected an integer >= 260"),
         (["train", "--dim", "30", "--heads", "4"], "embedding_dim must be divisible by num_heads"),
         (["train", "--corpus", "short.txt"], "too few"),
         (["train", "--out", "short.txt"], "--out 'short.txt' is a file; give a directory"),
@@ -257,7 +262,7 @@ def test_training_commands_reject_bad_input(trained_run, tmp_path, args, message
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "nan-run" / "checkpoint").exists()
+    assert not (tmp_path / "nan-run").exists()
 
 
 def test_truncated_checkpoint_gives_one_line_error(trained_run, tmp_path):
@@ -326,3 +331,230 @@ def test_train_stops_cleanly_on_ctrl_c(tmp_path):
     from tinytorch.training import load_trained_model
 
     load_trained_model(out / "checkpoint")
+
+
+def test_compare_ctrl_c_marks_interrupted(tmp_path):
+    import signal
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_corpus()[:20_000], encoding="utf-8")
+    report_path = tmp_path / "compare.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinytorch", "compare-positional", *TINY_TRAINING, "--steps", "20000", "--corpus", str(corpus), "--out", str(report_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The first progress line (step 2,000) shows that training has started.
+    first_line = process.stderr.readline()
+    assert first_line.startswith("sinusoidal: step"), first_line
+    process.send_signal(signal.SIGINT)
+    stdout_text, stderr_text = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr_text
+    assert "interrupted during sinusoidal; the comparison is incomplete" in stderr_text
+    report = json.loads(report_path.read_text())
+    assert report["interrupted"] is True
+    assert list(report["results"]) == ["sinusoidal"]
+    assert 0 < report["results"]["sinusoidal"]["steps_done"] < 20000
+    assert "sinusoidal" in stdout_text
+
+    profile = run_cli("profile", "--positional-report", str(report_path))
+    assert profile.returncode == 2
+    assert "compare-positional was interrupted" in profile.stderr
+    assert str(report_path) in profile.stderr
+
+
+# ---------------------------------------------------------------- errors found before any training, in-process
+
+
+def run_main(capsys, *args):
+    """Run ``tinytorch ARGS`` in this process; return the exit status and stderr."""
+    status = cli.main(list(args))
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    """Work in tmp_path, and fail the test if a command reads its corpus or starts training."""
+
+    def fail(*args, **kwargs):
+        pytest.fail("the command started on its corpus before rejecting its output path")
+
+    monkeypatch.setattr(cli, "_load_corpus", fail)
+    monkeypatch.setattr(cli, "train_language_model", fail)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fail_write_checks(monkeypatch):
+    """Make every write check in the CLI fail as it would on a read-only file system."""
+    import errno
+    import types
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", "hidden-temporary-file")
+
+    monkeypatch.setattr(cli, "tempfile", types.SimpleNamespace(NamedTemporaryFile=read_only), raising=False)
+
+
+def assert_one_line_error(status, stderr, message):
+    assert status == 2
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_train_out_on_read_only_file_system(no_training, monkeypatch, capsys):
+    (no_training / "ro" / "run").mkdir(parents=True)
+    fail_write_checks(monkeypatch)
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "ro/run")
+    assert_one_line_error(status, stderr, "--out 'ro/run': cannot create files in 'ro/run' (Read-only file system)")
+    assert "give a path in a writable directory" in stderr
+    assert "hidden-temporary-file" not in stderr
+
+
+def test_compare_out_on_read_only_file_system(no_training, monkeypatch, capsys):
+    (no_training / "ro").mkdir()
+    fail_write_checks(monkeypatch)
+    status, stderr = run_main(capsys, "compare-positional", "--steps", "2", "--out", "ro/c.json")
+    assert_one_line_error(status, stderr, "--out 'ro/c.json': cannot create files in 'ro' (Read-only file system)")
+
+
+def test_embed_out_on_read_only_file_system(no_training, monkeypatch, capsys):
+    (no_training / "ro").mkdir()
+    (no_training / "notes.txt").write_text("hello", encoding="utf-8")
+    fail_write_checks(monkeypatch)
+    status, stderr = run_main(capsys, "embed", "--file", "notes.txt", "--dim", "4", "--out", "ro/v.npy")
+    assert_one_line_error(status, stderr, "--out 'ro/v.npy': cannot create files in 'ro' (Read-only file system)")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory regardless of its mode")
+@pytest.mark.parametrize("command, out, message", [("train", "ro", "--out 'ro': cannot create files in 'ro'"), ("compare-positional", "ro/c.json", "--out 'ro/c.json': cannot create files in 'ro'")])
+def test_out_in_read_only_directory(no_training, capsys, command, out, message):
+    (no_training / "ro").mkdir()
+    (no_training / "ro").chmod(0o555)
+    try:
+        status, stderr = run_main(capsys, command, "--steps", "2", "--out", out)
+    finally:
+        (no_training / "ro").chmod(0o755)
+    assert_one_line_error(status, stderr, message)
+
+
+def test_train_out_foreign_checkpoint(no_training, capsys):
+    (no_training / "run6" / "checkpoint").mkdir(parents=True)
+    (no_training / "run6" / "checkpoint" / "notes.txt").write_text("mine", encoding="utf-8")
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run6")
+    assert_one_line_error(status, stderr, "cannot save the checkpoint in --out 'run6'")
+    assert "a non-empty directory without a config.json" in stderr
+    assert "empty or remove 'run6/checkpoint', or give another --out" in stderr
+    assert (no_training / "run6" / "checkpoint" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.parametrize("name", ["report.json", "loss_curve.png", "embeddings_pca.png"])
+def test_train_out_file_is_directory(no_training, capsys, name):
+    (no_training / "run7" / name).mkdir(parents=True)
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run7")
+    assert_one_line_error(status, stderr, f"cannot write 'run7/{name}': it is a directory; remove it or give another --out")
+
+
+def test_train_out_that_cannot_be_created(no_training, capsys):
+    (no_training / "notes.txt").write_text("hello", encoding="utf-8")
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "notes.txt/run")
+    assert_one_line_error(status, stderr, "cannot create --out directory 'notes.txt/run' (Not a directory)")
+    assert "give another --out" in stderr
+
+
+def test_train_out_dangling_symlink(no_training, capsys):
+    (no_training / "run9").symlink_to("missing-target")
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run9")
+    assert_one_line_error(status, stderr, "--out 'run9' is a symbolic link to 'missing-target', which does not exist")
+    assert "create that directory or give another --out" in stderr
+
+
+def test_failed_train_removes_created_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--corpus", "empty.txt", "--out", "new/run")
+    assert status == 2, stderr
+    assert not (tmp_path / "new").exists()
+
+    (tmp_path / "existing").mkdir()
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--corpus", "empty.txt", "--out", "existing")
+    assert status == 2, stderr
+    assert (tmp_path / "existing").is_dir()
+
+
+@pytest.mark.parametrize(
+    "argv, named, not_named",
+    [
+        (["train", "--context", "100000"], "not enough memory for train; use smaller values of --context, --dim, --hidden", "vocabulary"),
+        (["compare-positional", "--hidden", "1000000000"], "not enough memory for compare-positional; use smaller values of --context", "vocabulary"),
+        (["embed", "--max-length", "200000000"], "not enough memory for embed; use smaller values of --dim, --max-length", "vocabulary"),
+        (["profile"], "not enough memory for profile; use smaller values of --vocab-size, --dim", "--hidden"),
+    ],
+)
+def test_memory_error_names_size_options(monkeypatch, capsys, argv, named, not_named):
+    def out_of_memory(args):
+        raise MemoryError
+
+    handler = {"train": "_run_train", "compare-positional": "_run_compare_positional", "embed": "_run_embed", "profile": "_run_profile"}[argv[0]]
+    monkeypatch.setattr(cli, handler, out_of_memory)
+    status, stderr = run_main(capsys, *argv)
+    assert_one_line_error(status, stderr, named)
+    assert not_named not in stderr
+
+
+COMPLETE_REPORT = {
+    "config": {"steps": 4, "context": 16, "embedding_dim": 16, "num_heads": 2, "hidden_dim": 32, "batch_size": 4},
+    "bigram_bits_per_char": 3.3,
+    "interrupted": False,
+    "results": {
+        "sinusoidal": {"steps_done": 4, "tokens_per_second": 900.0, "heldout_bits_per_char": 2.1, "heldout_bits_per_char_2x_context": 3.4},
+        "learned": {"steps_done": 4, "tokens_per_second": 900.0, "heldout_bits_per_char": 2.2, "heldout_bits_per_char_2x_context": None},
+        "none": {"steps_done": 4, "tokens_per_second": 900.0, "heldout_bits_per_char": 2.9, "heldout_bits_per_char_2x_context": 3.0},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "kind, key, value, message",
+    [
+        ("sinusoidal", "heldout_bits_per_char_2x_context", "abc", "results['sinusoidal']['heldout_bits_per_char_2x_context'] must be a finite number >= 0; received 'abc' (str)"),
+        ("learned", "heldout_bits_per_char", None, "results['learned']['heldout_bits_per_char'] must be a finite number >= 0; received None"),
+        ("none", "heldout_bits_per_char", -1.0, "results['none']['heldout_bits_per_char'] must be a finite number >= 0; received -1.0"),
+        ("none", "tokens_per_second", True, "results['none']['tokens_per_second'] must be a finite number >= 0; received True (bool)"),
+        ("sinusoidal", "steps_done", 2.5, "results['sinusoidal']['steps_done'] must be a positive integer; received 2.5 (float)"),
+        (None, "bigram_bits_per_char", "3.3", "'bigram_bits_per_char' must be a finite number >= 0; received '3.3' (str)"),
+        (None, "interrupted", True, "compare-positional was interrupted"),
+        (None, "interrupted", "no", "'interrupted' must be true or false; received 'no' (str)"),
+        (None, "config", None, "'config' must be an object; received None"),
+        (None, "config", {"context": "abc"}, "'config' is not a valid training configuration: context must be an integer; received 'abc' (str)"),
+    ],
+)
+def test_positional_report_rejects_bad_figures(tmp_path, monkeypatch, capsys, kind, key, value, message):
+    report = json.loads(json.dumps(COMPLETE_REPORT))
+    (report if kind is None else report["results"][kind])[key] = value
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    monkeypatch.setattr("tinytorch.profiling.EmbeddingProfiler", None)  # measuring would fail the test
+    status, stderr = run_main(capsys, "profile", "--positional-report", str(path))
+    assert_one_line_error(status, stderr, f"--positional-report {str(path)!r} is not a complete compare-positional report")
+    assert message in stderr
+
+
+def test_positional_report_rejects_deep_nesting(tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    status, stderr = run_main(capsys, "profile", "--positional-report", str(path))
+    assert_one_line_error(status, stderr, f"--positional-report {str(path)!r} is not valid JSON: its arrays or objects are nested too deeply")
+
+
+def test_positional_report_shows_valid_figures(tmp_path, capsys):
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(COMPLETE_REPORT), encoding="utf-8")
+    status = cli.main(["profile", "--json", "--vocab-size", "100", "--dim", "8", "--batch-sizes", "1", "--seq-lengths", "4", "--repeats", "1", "--positional-report", str(path)])
+    assert status == 0
+    positional = json.loads(capsys.readouterr().out)["positional"]
+    assert positional["sinusoidal"]["heldout_bits_per_char_2x_context"] == 3.4
+    assert positional["learned"]["heldout_bits_per_char_2x_context"] is None

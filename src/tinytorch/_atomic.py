@@ -27,6 +27,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         FileNotFoundError: the parent directory of ``path`` does not exist.
         ValueError: ``path`` is a directory or another non-regular file (a
             device, a pipe), which a rename would destroy.
+        OSError: creating, writing or renaming the temporary file failed; the
+            error names ``path``, and the original error is its ``__cause__``.
     """
     target = Path(os.path.realpath(path))
     directory = target.parent
@@ -42,7 +44,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
             raise ValueError(f"cannot write {str(path)!r}: it is {kind}; choose a file path")
         mode = stat.S_IMODE(existing.st_mode)
 
-    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        step = f"creating a temporary file in {str(directory)!r}"
+        raise _destination_error(error, path, step) from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -50,11 +56,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
             os.fsync(handle.fileno())
         os.chmod(temporary_name, mode)
         os.replace(temporary_name, target)
-    except BaseException:
+    except BaseException as error:
         Path(temporary_name).unlink(missing_ok=True)
+        # An error about the hidden temporary file, or one with no file name
+        # (a full disk during write), is reported against ``path``. An error
+        # that names another file comes from ``write`` itself and passes unchanged.
+        if isinstance(error, OSError) and error.filename in (None, temporary_name):
+            raise _destination_error(error, path) from error
         raise
     fsync_directory(directory)
     return target
+
+
+def _destination_error(error: OSError, path: str | os.PathLike[str], step: str = "") -> OSError:
+    """Return an error of the same ``OSError`` subclass and errno as ``error`` whose message names ``path``."""
+    reason = error.strerror or str(error)
+    if step:
+        reason = f"{step} failed ({reason})"
+    message = f"cannot write {os.fspath(path)!r}: {reason}"
+    if error.errno is None:
+        return OSError(message)
+    return OSError(error.errno, message)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -17,9 +17,11 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,12 +31,14 @@ import numpy as np
 
 import tinytorch
 from tinytorch._atomic import atomic_write, atomic_write_text
+from tinytorch._checks import describe
 from tinytorch._plotting import import_figure
+from tinytorch.checkpoint import check_replaceable
 from tinytorch.core import kernels
 from tinytorch.core.embeddings import BYTES_PER_MB as MB
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
 from tinytorch.core.tensor import no_grad
-from tinytorch.core.tokenization import BPETokenizer, CharTokenizer
+from tinytorch.core.tokenization import FIRST_MERGE_ID, BPETokenizer, CharTokenizer
 from tinytorch.data import builtin_corpus, read_text_file
 from tinytorch.models import POSITIONAL_KINDS, generate
 from tinytorch.training import (
@@ -52,6 +56,18 @@ from tinytorch.training import (
 PREVIEW_TOKENS = 3
 PREVIEW_DIMS = 6
 
+# The files that train writes into --out beside checkpoint/, and that profile writes into --plot.
+TRAIN_FILES = ("report.json", "loss_curve.png", "embeddings_pca.png")
+PROFILE_FIGURES = ("positional_encoding.png", "memory_scaling.png", "lookup_throughput.png")
+
+# The options that set array sizes, per command, named when memory runs out.
+SIZE_OPTIONS = {
+    "embed": ("--dim", "--max-length", "--batch-size", "--bpe-vocab-size"),
+    "profile": ("--vocab-size", "--dim", "--batch-sizes", "--seq-lengths"),
+    "train": ("--context", "--dim", "--hidden", "--heads", "--batch-size", "--bpe-vocab-size"),
+    "compare-positional": ("--context", "--dim", "--hidden", "--heads", "--batch-size", "--bpe-vocab-size"),
+}
+
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit status 2."""
@@ -67,6 +83,19 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _bpe_vocab_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < FIRST_MERGE_ID:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {FIRST_MERGE_ID}, received {text!r}; "
+            f"the special tokens and the 256 byte values take the first {FIRST_MERGE_ID} ids"
+        )
     return value
 
 
@@ -93,7 +122,7 @@ def _build_parser() -> _Parser:
     embed.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer (default: char)")
     embed.add_argument("--vocab", type=Path, help="load the tokenizer from this saved vocabulary file instead of building one")
     embed.add_argument(
-        "--bpe-vocab-size", type=_positive_int, default=1000, help="vocab_size when training BPE (default: 1000)"
+        "--bpe-vocab-size", type=_bpe_vocab_size, default=1000, help="vocab_size when training BPE (default: 1000)"
     )
     embed.add_argument(
         "--positional", choices=("sinusoidal", "learned"), default="sinusoidal", help="positional encoding (default: sinusoidal)"
@@ -169,7 +198,7 @@ def _add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig
     parser.add_argument("--corpus", type=Path, help="UTF-8 text file to train on (default: the built-in corpus)")
     parser.add_argument("--tokenizer", choices=TOKENIZERS, default=defaults.tokenizer, help="tokenizer (default: char)")
     parser.add_argument(
-        "--bpe-vocab-size", type=_positive_int, default=defaults.bpe_vocab_size, help="BPE vocab_size (default: 1000)"
+        "--bpe-vocab-size", type=_bpe_vocab_size, default=defaults.bpe_vocab_size, help="BPE vocab_size (default: 1000)"
     )
     if positional:
         parser.add_argument(
@@ -232,6 +261,95 @@ def _format_cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _read_input_text(path: Path, option: str) -> str:
+    """Read the UTF-8 text file given with ``option``, turning an OS error into a message that names the option."""
+    try:
+        return read_text_file(path)
+    except OSError as error:
+        raise ValueError(
+            f"cannot read {option} {str(path)!r} ({error.strerror or error}); "
+            "give the path of an existing, readable UTF-8 text file"
+        ) from error
+
+
+def _prepare_output_directory(path: Path, option: str, files: Sequence[str]) -> list[Path]:
+    """Create ``path`` and check that ``files`` can be written in it, so that a bad path fails before long work.
+
+    Returns the directories this call created, deepest first, for
+    ``_remove_created_directories`` to remove again if the command fails.
+    """
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{option} {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
+            f"create that directory or give another {option}"
+        )
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a file; give a directory for the outputs")
+
+    created = [directory for directory in (path, *path.parents) if not directory.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"cannot create {option} directory {str(path)!r} ({error.strerror or error}); give another {option}"
+        ) from error
+    try:
+        _check_writable(path, f"{option} {str(path)!r}")
+        for name in files:
+            _check_not_special(path / name, option)
+    except ValueError:
+        _remove_created_directories(created)
+        raise
+    return created
+
+
+def _remove_created_directories(created: Sequence[Path]) -> None:
+    """Remove the directories that ``_prepare_output_directory`` created, deepest first, while they are empty."""
+    for directory in created:
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # The directory is not empty or is already gone, so its parents stay as well.
+
+
+def _check_writable(directory: Path, described: str) -> None:
+    """Raise ``ValueError`` unless a temporary file can be created and deleted in ``directory``.
+
+    ``described`` is the option and path that the message starts with.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tinytorch-write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{described}: cannot create files in {str(directory)!r} ({error.strerror or error}); "
+            "give a path in a writable directory"
+        ) from error
+
+
+def _check_not_special(path: Path, option: str) -> None:
+    """Reject an existing directory, pipe or device at ``path``, because an atomic write cannot replace it."""
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"cannot write {str(path)!r}: it is {kind}; remove it or give another {option}")
+
+
+def _check_output_file(path: Path | None, option: str = "--out") -> None:
+    """Check before any long work that the file ``path`` can be written."""
+    if path is None:
+        return
+    if path.is_dir() or str(path).endswith(("/", "\\")):
+        raise ValueError(f"{option} {str(path)!r} is a directory; give a file name inside it")
+    _check_not_special(path, option)
+    # atomic_write follows a symbolic link and writes beside its target.
+    directory = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: {str(directory)!r} is a file, not a directory; give another {option}")
+    if not directory.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: directory {str(directory)!r} does not exist; create it first or give another {option}")
+    _check_writable(directory, f"{option} {str(path)!r}")
 
 
 # ---------------------------------------------------------------------- embed
@@ -297,8 +415,9 @@ def _embed_text(args: argparse.Namespace) -> int:
 
 
 def _embed_corpus(args: argparse.Namespace) -> int:
+    _check_output_file(args.out)
     if args.file is not None:
-        text, source = read_text_file(args.file), str(args.file)
+        text, source = _read_input_text(args.file, "--file"), str(args.file)
     else:
         text, source = builtin_corpus(), f"built-in corpus (pydoc_data.topics, Python {platform.python_version()})"
 
@@ -365,23 +484,70 @@ def _embed_corpus(args: argparse.Namespace) -> int:
 
 def _read_positional_report(path: Path) -> dict[str, Any]:
     """Return the ``results`` of a compare-positional report, checked before any measuring."""
-    problem = None
+    text = _read_input_text(path, "--positional-report")
     try:
-        results = json.loads(read_text_file(path)).get("results")
-    except (json.JSONDecodeError, AttributeError) as error:
-        results, problem = None, str(error)
-    if problem is None:
-        for kind in ("sinusoidal", "learned"):
-            entry = results.get(kind) if isinstance(results, dict) else None
-            value = entry.get("heldout_bits_per_char") if isinstance(entry, dict) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                problem = f"it has no measured result for {kind!r}"
-                break
+        report = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--positional-report {str(path)!r} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"--positional-report {str(path)!r} is not valid JSON: its arrays or objects are nested too deeply") from None
+
+    problem = _positional_report_problem(report)
     if problem is not None:
         raise ValueError(
-            f"{str(path)!r} is not a complete compare-positional report (written with --out): {problem}"
+            f"--positional-report {str(path)!r} is not a complete compare-positional report (written with --out): {problem}"
         )
-    return results
+    return report["results"]
+
+
+def _positional_report_problem(report: Any) -> str | None:
+    """Return what makes ``report`` unusable, or None when it is complete and every figure in it is valid."""
+    if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
+        return "it has no 'results' object"
+    interrupted = report.get("interrupted", False)
+    if not isinstance(interrupted, bool):
+        return f"'interrupted' must be true or false; received {describe(interrupted)}"
+    if interrupted:
+        return "compare-positional was interrupted, so the encodings were not trained for the same number of steps; run it again to the end"
+    problem = _figure_problem("'bigram_bits_per_char'", report.get("bigram_bits_per_char"))
+    if problem is not None:
+        return problem
+    config = report.get("config")
+    if not isinstance(config, dict):
+        return f"'config' must be an object; received {describe(config)}"
+    try:
+        TrainConfig(**config)
+    except (TypeError, ValueError) as error:
+        return f"'config' is not a valid training configuration: {error}"
+
+    results = report["results"]
+    for kind in ("sinusoidal", "learned"):
+        if kind not in results:
+            return f"it has no measured result for {kind!r}"
+    for kind, entry in results.items():
+        if kind not in POSITIONAL_KINDS:
+            return f"'results' has the unknown positional kind {kind!r}; expected keys from {list(POSITIONAL_KINDS)}"
+        if not isinstance(entry, dict):
+            return f"results[{kind!r}] must be an object; received {describe(entry)}"
+        steps_done = entry.get("steps_done")
+        if isinstance(steps_done, bool) or not isinstance(steps_done, int) or steps_done < 1:
+            return f"results[{kind!r}]['steps_done'] must be a positive integer; received {describe(steps_done)}"
+        for key in ("tokens_per_second", "heldout_bits_per_char", "heldout_bits_per_char_2x_context"):
+            # Only the 2x-context figure may be null, because it is null where the encoding cannot run that long.
+            value = entry.get(key)
+            if value is None and key == "heldout_bits_per_char_2x_context":
+                continue
+            problem = _figure_problem(f"results[{kind!r}][{key!r}]", value)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _figure_problem(name: str, value: Any) -> str | None:
+    """Return why ``value`` is not a finite number >= 0, or None when it is one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return f"{name} must be a finite number >= 0; received {describe(value)}"
+    return None
 
 
 def _run_profile(args: argparse.Namespace) -> int:
@@ -390,7 +556,7 @@ def _run_profile(args: argparse.Namespace) -> int:
     measured = None if args.positional_report is None else _read_positional_report(args.positional_report)
     if args.plot is not None:
         import_figure()  # fail now, not after minutes of measuring, when matplotlib is missing
-        args.plot.mkdir(parents=True, exist_ok=True)
+        _prepare_output_directory(args.plot, "--plot", PROFILE_FIGURES)
     rng = tinytorch.manual_seed(args.seed)
     profiler = EmbeddingProfiler(repeats=args.repeats, rng=rng)
     bandwidth = profiler.measure_memory_bandwidth()
@@ -462,7 +628,8 @@ def _run_profile(args: argparse.Namespace) -> int:
     if measured is not None:
         headers += ["held-out bits/char", "at 2x context"]
         for row, r in zip(rows, positional.values(), strict=True):
-            row += [r["heldout_bits_per_char"], r["heldout_bits_per_char_2x_context"] or "cannot run"]
+            at_2x = r["heldout_bits_per_char_2x_context"]
+            row += [r["heldout_bits_per_char"], "cannot run" if at_2x is None else at_2x]
     print(format_table(headers, rows))
     if args.plot is not None:
         print(f"\nFigures written to {args.plot}/")
@@ -491,7 +658,7 @@ def _train_config(args: argparse.Namespace, positional: str) -> TrainConfig:
 
 def _load_corpus(path: Path | None) -> tuple[str, str]:
     if path is not None:
-        return read_text_file(path), str(path)
+        return _read_input_text(path, "--corpus"), str(path)
     return builtin_corpus(), f"built-in corpus (pydoc_data.topics, Python {platform.python_version()})"
 
 
@@ -561,26 +728,31 @@ def _token_label(tokenizer: CharTokenizer | BPETokenizer, token_id: int) -> str:
     return ascii(text)
 
 
-def _prepare_output_directory(path: Path) -> None:
-    """Create ``path`` now, so that a bad --out fails before training rather than after it."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {str(path)!r} is a file; give a directory for the run's outputs")
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def _check_output_file(path: Path | None) -> None:
-    """Check before training that ``path`` can take a JSON report."""
-    if path is None:
-        return
-    if path.is_dir() or str(path).endswith(("/", "\\")):
-        raise ValueError(f"--out {str(path)!r} is a directory; give a file name such as compare.json")
-    if not path.parent.is_dir():
-        raise ValueError(f"--out {str(path)!r}: directory {str(path.parent)!r} does not exist")
-
-
 def _run_train(args: argparse.Namespace) -> int:
     config = _train_config(args, args.positional)
-    _prepare_output_directory(args.out)
+    created = _prepare_output_directory(args.out, "--out", TRAIN_FILES)
+    try:
+        _check_checkpoint_target(args.out)
+        return _train_and_save(args, config)
+    except BaseException:
+        # A failed run leaves no empty --out behind, but never removes a directory that existed before.
+        _remove_created_directories(created)
+        raise
+
+
+def _check_checkpoint_target(out: Path) -> None:
+    """Raise ``ValueError`` before training if saving ``out/checkpoint`` would be rejected."""
+    checkpoint = out / "checkpoint"
+    try:
+        check_replaceable(Path(os.path.abspath(checkpoint)))
+    except ValueError as error:
+        raise ValueError(
+            f"cannot save the checkpoint in --out {str(out)!r}: {error}; "
+            f"empty or remove {str(checkpoint)!r}, or give another --out"
+        ) from error
+
+
+def _train_and_save(args: argparse.Namespace, config: TrainConfig) -> int:
     text, source = _load_corpus(args.corpus)
     prepared = prepare_text(config, text)
     result = _train_one(config, prepared, "train")
@@ -663,6 +835,7 @@ def _run_compare_positional(args: argparse.Namespace) -> int:
     base = _train_config(args, "sinusoidal")
     prepared = prepare_text(base, text)
     results: dict[str, dict[str, Any]] = {}
+    interrupted = False
     for kind in POSITIONAL_KINDS:
         config = dataclasses.replace(base, positional=kind)
         result = _train_one(config, prepared, kind)
@@ -680,12 +853,19 @@ def _run_compare_positional(args: argparse.Namespace) -> int:
             )
         results[kind] = entry
         if result.interrupted:
+            interrupted = True
             break
 
+    # After a Ctrl-C the report keeps the figures measured so far. The encodings
+    # were not trained for the same number of steps, so the report is marked
+    # "interrupted" and profile --positional-report rejects it. The command
+    # exits with 130, the usual status after SIGINT, so that scripts do not
+    # take the partial result for a complete comparison.
     report = {
         "corpus": source,
         "config": base.to_dict(),
         "bigram_bits_per_char": prepared.baselines["bigram_bits_per_char"],
+        "interrupted": interrupted,
         "results": results,
     }
     if args.out is not None:
@@ -708,6 +888,12 @@ def _run_compare_positional(args: argparse.Namespace) -> int:
         )
     )
     print(f"bigram baseline: {prepared.baselines['bigram_bits_per_char']:.3f} bits per character")
+    if interrupted:
+        note = f"tinytorch: interrupted during {kind}; the comparison is incomplete"
+        if args.out is not None:
+            note += f' (saved to {args.out} with "interrupted": true)'
+        print(note, file=sys.stderr)
+        return 130
     return 0
 
 
@@ -765,7 +951,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tinytorch: error: {error}", file=sys.stderr)
         return 2
     except MemoryError:
-        print("tinytorch: error: not enough memory; use smaller sizes (such as --dim, or a smaller vocabulary)", file=sys.stderr)
+        options = SIZE_OPTIONS.get(args.command)
+        if options is None:
+            advice = "the --checkpoint model does not fit in this machine's memory"
+        else:
+            advice = f"use smaller values of {', '.join(options)}"
+        print(f"tinytorch: error: not enough memory for {args.command}; {advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinytorch: interrupted", file=sys.stderr)
