@@ -1,5 +1,7 @@
 """EmbeddingProfiler: result structure, consistency of the derived figures, and argument checks."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,17 @@ def test_plots_return_figures(profiler):
     lookup = profiler.measure_lookup_performance(Embedding(50, 4), [1, 2], [3])
     throughput = plot_lookup_throughput(lookup).axes[0].get_lines()[0]
     assert list(throughput.get_xdata()) == [1, 2]
+
+
+def test_memory_scaling_holds_one_table_at_a_time(profiler):
+    # A first small run loads the kernels, whose one-time allocations would swamp the tables.
+    profiler.analyze_memory_scaling([10], [4], batch_size=4, seq_length=8)
+    # Tables of 5 MB and 10 MB: with both alive at once the peak would pass 15 MB.
+    tracemalloc.start()
+    try:
+        profiler.analyze_memory_scaling([20_000, 40_000], [64], batch_size=4, seq_length=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    table_bytes = 40_000 * 64 * 4
+    assert peak < table_bytes * 1.2

@@ -241,6 +241,8 @@ class EmbeddingProfiler:
                     "memory_mb": memory["total_memory_mb"],
                     "lookup_time_ms": seconds * 1e3,
                 }
+                # Freed before the next table is built, so that at most one table exists at a time.
+                del layer
         return results
 
     def compare_positional_encodings(
