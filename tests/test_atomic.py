@@ -1,6 +1,7 @@
 """Atomic writes: content, permissions, links, and what they refuse to replace."""
 
 import errno
+import io
 import os
 import stat
 
@@ -129,3 +130,27 @@ def test_error_about_another_file_passes_unchanged(tmp_path):
     assert caught.value.filename == str(tmp_path / "missing-input.txt")
     assert caught.value.__cause__ is None
     assert list(tmp_path.iterdir()) == []
+
+
+class QuotaError(OSError):
+    """An OSError subclass of the caller's, which must come back as itself."""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError("write timed out"), io.UnsupportedOperation("not writable"), QuotaError(errno.EDQUOT, "Disk quota exceeded")],
+)
+def test_write_error_keeps_its_type(tmp_path, error):
+    def fail(handle):
+        raise error
+
+    with pytest.raises(type(error)) as caught:
+        atomic_write(tmp_path / "out.txt", fail)
+    assert type(caught.value) is type(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parent_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"'.*file' is not a directory"):
+        atomic_write_text(tmp_path / "file" / "a.txt", "y")

@@ -468,8 +468,45 @@ def test_train_out_that_cannot_be_created(no_training, capsys):
 def test_train_out_dangling_symlink(no_training, capsys):
     (no_training / "run9").symlink_to("missing-target")
     status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run9")
-    assert_one_line_error(status, stderr, "--out 'run9' is a symbolic link to 'missing-target', which does not exist")
-    assert "create that directory or give another --out" in stderr
+    assert_one_line_error(status, stderr, "--out 'run9' is a symbolic link to 'missing-target', which does not resolve")
+    assert "fix the link or give another --out" in stderr
+
+
+@pytest.mark.parametrize("command", [["train"], ["compare-positional"], ["embed", "--file", "notes.txt"]])
+def test_out_symlink_loop(no_training, capsys, command):
+    (no_training / "notes.txt").write_text("some text", encoding="utf-8")
+    (no_training / "loop1").symlink_to("loop2")
+    (no_training / "loop2").symlink_to("loop1")
+    status, stderr = run_main(capsys, *command, "--out", "loop1")
+    assert_one_line_error(status, stderr, "--out 'loop1' is a symbolic link to 'loop2', which does not resolve")
+    assert "the links form a loop" in stderr
+
+
+def test_train_dangling_link_as_report(no_training, capsys):
+    (no_training / "run").mkdir()
+    (no_training / "run" / "report.json").symlink_to("nowhere/report.json")
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run")
+    assert_one_line_error(status, stderr, "'run/report.json' is a symbolic link to 'nowhere/report.json', which does not resolve")
+    assert (no_training / "run").is_dir()
+
+
+def test_failed_train_removes_dotdot_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--corpus", "missing.txt", "--out", "made/../run")
+    assert status == 2, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_failed_profile_removes_created_plot(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    def fail(args, measured):
+        raise ValueError("measuring failed")
+
+    monkeypatch.setattr(cli, "_profile_and_report", fail)
+    status, stderr = run_main(capsys, "profile", "--plot", "figures/a/b")
+    assert_one_line_error(status, stderr, "measuring failed")
+    assert not (tmp_path / "figures").exists()
 
 
 def test_failed_train_removes_created_out(tmp_path, monkeypatch, capsys):
@@ -524,7 +561,11 @@ COMPLETE_REPORT = {
         ("learned", "heldout_bits_per_char", None, "results['learned']['heldout_bits_per_char'] must be a finite number >= 0; received None"),
         ("none", "heldout_bits_per_char", -1.0, "results['none']['heldout_bits_per_char'] must be a finite number >= 0; received -1.0"),
         ("none", "tokens_per_second", True, "results['none']['tokens_per_second'] must be a finite number >= 0; received True (bool)"),
-        ("sinusoidal", "steps_done", 2.5, "results['sinusoidal']['steps_done'] must be a positive integer; received 2.5 (float)"),
+        ("sinusoidal", "steps_done", 2.5, "results['sinusoidal']['steps_done'] must equal the config's steps (4); received 2.5 (float)"),
+        ("learned", "steps_done", 3, "results['learned']['steps_done'] must equal the config's steps (4); received 3 (int)"),
+        ("none", "heldout_bits_per_char", 10**400, "results['none']['heldout_bits_per_char'] must be a finite number >= 0"),
+        (None, "bigram_bits_per_char", float("inf"), "'bigram_bits_per_char' must be a finite number >= 0; received inf"),
+        (None, "config", {"lr": 10**400}, "'config' is not a valid training configuration"),
         (None, "bigram_bits_per_char", "3.3", "'bigram_bits_per_char' must be a finite number >= 0; received '3.3' (str)"),
         (None, "interrupted", True, "compare-positional was interrupted"),
         (None, "interrupted", "no", "'interrupted' must be true or false; received 'no' (str)"),

@@ -135,7 +135,17 @@ def test_compare_positional_copies_measured(profiler):
         (
             lambda p: p.compare_positional_encodings(measured={"sinusoidal": {}, "learned": {"heldout_bits_per_char": float("nan")}}),
             ValueError,
-            r"measured\['learned'\]\['heldout_bits_per_char'\] must be finite; received nan",
+            r"measured\['learned'\]\['heldout_bits_per_char'\] must be a finite number >= 0; received nan",
+        ),
+        (
+            lambda p: p.compare_positional_encodings(measured={"sinusoidal": {"heldout_bits_per_char": 10**400}, "learned": {}}),
+            ValueError,
+            r"\['heldout_bits_per_char'\] must be a finite number >= 0",
+        ),
+        (
+            lambda p: p.compare_positional_encodings(measured={"sinusoidal": {"heldout_bits_per_char": -0.5}, "learned": {}}),
+            ValueError,
+            r"must be a finite number >= 0; received -0.5",
         ),
     ],
 )

@@ -303,6 +303,7 @@ def test_load_rejects_non_finite_weights(tmp_path, value):
         ("sinusoidal", {"vocab_size": 10**12}, r"gives vocab_size=1000000000000, but the tokenizer has \d+ ids"),
         ("sinusoidal", {"context": 10**12}, r"describes a model too large to build \(context=1000000000000, embedding_dim=16\)"),
         ("sinusoidal", {"context": 10**18}, r"describes a model too large to build \(context=1000000000000000000, embedding_dim=16\)"),
+        ("sinusoidal", {"context": 10**400}, r"describes a model too large to build \(context=10{400}, embedding_dim=16\)"),
     ],
 )
 def test_load_rejects_absurd_config_sizes(tmp_path, positional, changes, message):
@@ -313,3 +314,14 @@ def test_load_rejects_absurd_config_sizes(tmp_path, positional, changes, message
         load_trained_model(directory)
 
     assert re.search(message, str(caught.value))
+
+
+def test_load_rejects_config_without_train_section(tmp_path):
+    directory = save_untrained(tmp_path)
+    config_path = directory / "config.json"
+    document = json.loads(config_path.read_text())
+    del document["config"]["train"]
+    config_path.write_text(json.dumps(document))
+
+    with pytest.raises(ValueError, match=r"config.json' does not describe a TransformerLM: it has no 'train' section"):
+        load_trained_model(directory)

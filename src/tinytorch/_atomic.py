@@ -33,7 +33,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     target = Path(os.path.realpath(path))
     directory = target.parent
     if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(directory)!r} does not exist")
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {str(path)!r}: {str(directory)!r} {problem}")
     try:
         existing = target.stat()
     except FileNotFoundError:
@@ -47,6 +48,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
     try:
         descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
+        if error.errno is None:
+            raise
         step = f"creating a temporary file in {str(directory)!r}"
         raise _destination_error(error, path, step) from error
     try:
@@ -61,7 +64,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         # An error about the hidden temporary file, or one with no file name
         # (a full disk during write), is reported against ``path``. An error
         # that names another file comes from ``write`` itself and passes unchanged.
-        if isinstance(error, OSError) and error.filename in (None, temporary_name):
+        if isinstance(error, OSError) and error.errno is not None and error.filename in (None, temporary_name):
             raise _destination_error(error, path) from error
         raise
     fsync_directory(directory)
@@ -69,14 +72,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 
 
 def _destination_error(error: OSError, path: str | os.PathLike[str], step: str = "") -> OSError:
-    """Return an error of the same ``OSError`` subclass and errno as ``error`` whose message names ``path``."""
+    """Return an error of the same type and errno as ``error`` whose message names ``path``.
+
+    Callers pass only errors that have an errno; errors without one pass through unchanged.
+    """
     reason = error.strerror or str(error)
     if step:
         reason = f"{step} failed ({reason})"
     message = f"cannot write {os.fspath(path)!r}: {reason}"
-    if error.errno is None:
-        return OSError(message)
-    return OSError(error.errno, message)
+    try:
+        return type(error)(error.errno, message)
+    except TypeError:  # a subclass whose constructor takes other arguments
+        return OSError(error.errno, message)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

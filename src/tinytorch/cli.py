@@ -280,11 +280,7 @@ def _prepare_output_directory(path: Path, option: str, files: Sequence[str]) -> 
     Returns the directories this call created, deepest first, for
     ``_remove_created_directories`` to remove again if the command fails.
     """
-    if path.is_symlink() and not path.exists():
-        raise ValueError(
-            f"{option} {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
-            f"create that directory or give another {option}"
-        )
+    _check_link_resolves(path, option)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is a file; give a directory for the outputs")
 
@@ -306,12 +302,21 @@ def _prepare_output_directory(path: Path, option: str, files: Sequence[str]) -> 
 
 
 def _remove_created_directories(created: Sequence[Path]) -> None:
-    """Remove the directories that ``_prepare_output_directory`` created, deepest first, while they are empty."""
+    """Remove the directories that ``_prepare_output_directory`` created, deepest first, where they are empty."""
     for directory in created:
-        try:
+        # rmdir removes only an empty directory. One that fails (not empty, gone,
+        # or a ".." step of the path) does not stop the others.
+        with contextlib.suppress(OSError):
             directory.rmdir()
-        except OSError:
-            return  # The directory is not empty or is already gone, so its parents stay as well.
+
+
+def _check_link_resolves(path: Path, option: str) -> None:
+    """Reject a symbolic link at ``path`` whose target is missing, or that is part of a loop of links."""
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{option} {str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does not resolve "
+            f"(its target is missing, or the links form a loop); fix the link or give another {option}"
+        )
 
 
 def _check_writable(directory: Path, described: str) -> None:
@@ -330,7 +335,8 @@ def _check_writable(directory: Path, described: str) -> None:
 
 
 def _check_not_special(path: Path, option: str) -> None:
-    """Reject an existing directory, pipe or device at ``path``, because an atomic write cannot replace it."""
+    """Reject an unresolvable link, or an existing directory, pipe or device at ``path``, which an atomic write cannot replace."""
+    _check_link_resolves(path, option)
     if path.exists() and not path.is_file():
         kind = "a directory" if path.is_dir() else "not a regular file"
         raise ValueError(f"cannot write {str(path)!r}: it is {kind}; remove it or give another {option}")
@@ -516,8 +522,8 @@ def _positional_report_problem(report: Any) -> str | None:
     if not isinstance(config, dict):
         return f"'config' must be an object; received {describe(config)}"
     try:
-        TrainConfig(**config)
-    except (TypeError, ValueError) as error:
+        steps = TrainConfig(**config).steps
+    except (TypeError, ValueError, OverflowError) as error:
         return f"'config' is not a valid training configuration: {error}"
 
     results = report["results"]
@@ -530,8 +536,11 @@ def _positional_report_problem(report: Any) -> str | None:
         if not isinstance(entry, dict):
             return f"results[{kind!r}] must be an object; received {describe(entry)}"
         steps_done = entry.get("steps_done")
-        if isinstance(steps_done, bool) or not isinstance(steps_done, int) or steps_done < 1:
-            return f"results[{kind!r}]['steps_done'] must be a positive integer; received {describe(steps_done)}"
+        # A complete comparison trains every encoding for config's steps. Reports
+        # written before the "interrupted" flag existed are still read, so this
+        # also catches one cut short by Ctrl-C.
+        if steps_done != steps or isinstance(steps_done, bool):
+            return f"results[{kind!r}]['steps_done'] must equal the config's steps ({steps}); received {describe(steps_done)}"
         for key in ("tokens_per_second", "heldout_bits_per_char", "heldout_bits_per_char_2x_context"):
             # Only the 2x-context figure may be null, because it is null where the encoding cannot run that long.
             value = entry.get(key)
@@ -545,18 +554,28 @@ def _positional_report_problem(report: Any) -> str | None:
 
 def _figure_problem(name: str, value: Any) -> str | None:
     """Return why ``value`` is not a finite number >= 0, or None when it is one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    # The comparison with float's maximum also rejects an int beyond float's range, without converting it.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= sys.float_info.max:
         return f"{name} must be a finite number >= 0; received {describe(value)}"
     return None
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from tinytorch.profiling import EmbeddingProfiler, plot_lookup_throughput, plot_memory_scaling
-
     measured = None if args.positional_report is None else _read_positional_report(args.positional_report)
+    created: list[Path] = []
     if args.plot is not None:
         import_figure()  # fail now, not after minutes of measuring, when matplotlib is missing
-        _prepare_output_directory(args.plot, "--plot", PROFILE_FIGURES)
+        created = _prepare_output_directory(args.plot, "--plot", PROFILE_FIGURES)
+    try:
+        return _profile_and_report(args, measured)
+    except BaseException:
+        _remove_created_directories(created)  # only directories that are still empty
+        raise
+
+
+def _profile_and_report(args: argparse.Namespace, measured: dict[str, Any] | None) -> int:
+    from tinytorch.profiling import EmbeddingProfiler, plot_lookup_throughput, plot_memory_scaling
+
     rng = tinytorch.manual_seed(args.seed)
     profiler = EmbeddingProfiler(repeats=args.repeats, rng=rng)
     bandwidth = profiler.measure_memory_bandwidth()

@@ -339,8 +339,12 @@ def _check_measured(measured: Any) -> None:
                 continue  # the encoding could not run at that length
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"measured[{kind!r}][{key!r}] must be a number or None; received {describe(value)}")
-            if not math.isfinite(value):
-                raise ValueError(f"measured[{kind!r}][{key!r}] must be finite; received {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range
+                number = math.inf
+            if not 0 <= number < math.inf:
+                raise ValueError(f"measured[{kind!r}][{key!r}] must be a finite number >= 0; received {describe(value)}")
 
 
 def _line_figure(

@@ -307,10 +307,16 @@ def load_trained_model(directory: str | os.PathLike[str]) -> tuple[TransformerLM
     checkpoint = load_checkpoint(directory)
     config_path = Path(directory) / CONFIG_FILE
     tensors_path = Path(directory) / MODEL_FILE
+    missing = [section for section in ("model", "train") if section not in checkpoint.config]
+    if missing:
+        raise ValueError(
+            f"{str(config_path)!r} does not describe a TransformerLM: it has no {' or '.join(map(repr, missing))} "
+            "section; save the model with save_trained_model"
+        )
     try:
         model_config = ModelConfig(**checkpoint.config["model"])
         train_config = TrainConfig(**checkpoint.config["train"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(f"{str(config_path)!r} does not describe a TransformerLM: {error}") from error
     if model_config.vocab_size != checkpoint.tokenizer.vocab_size:
         raise ValueError(

@@ -79,7 +79,7 @@ def table_memory(rows_name: str, rows: int, columns_name: str, columns: int, ite
     sizes = f"{rows_name}={rows} x {columns_name}={columns}"
     fix = f"use a smaller {rows_name} or {columns_name}"
     if nbytes > np.iinfo(np.intp).max:
-        raise ValueError(f"a table of {sizes} would take {nbytes / 2**30:.3g} GiB, more than any array can address; {fix}")
+        raise ValueError(f"a table of {sizes} has more bytes than any array can address; {fix}")
     try:
         yield
     except MemoryError as error:
