@@ -154,3 +154,29 @@ def test_parent_that_is_a_file_is_named(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileNotFoundError, match=r"'.*file' is not a directory"):
         atomic_write_text(tmp_path / "file" / "a.txt", "y")
+
+
+class NoArgumentsError(OSError):
+    """An OSError subclass whose constructor takes no arguments."""
+
+    def __init__(self):
+        super().__init__(errno.EIO, "device failed")
+
+
+def test_subclass_without_arguments_passes_unchanged(tmp_path):
+    error = NoArgumentsError()
+
+    def fail(handle):
+        raise error
+
+    with pytest.raises(NoArgumentsError) as caught:
+        atomic_write(tmp_path / "out.txt", fail)
+    assert caught.value is error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_long_file_name_is_written(tmp_path):
+    path = tmp_path / ("n" * 250)
+    atomic_write_text(path, "x")
+    assert path.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n" * 250]

@@ -497,6 +497,57 @@ def test_failed_train_removes_dotdot_out(tmp_path, monkeypatch, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_failed_train_keeps_existing_dotdot_target(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "old").mkdir()
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--corpus", "missing.txt", "--out", "new/../old")
+    assert status == 2, stderr
+    assert (tmp_path / "old").is_dir()
+    assert not (tmp_path / "new").exists()
+
+
+def test_uncreatable_out_removes_created_parents(no_training, capsys):
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "made/" + "x" * 300)
+    assert_one_line_error(status, stderr, "cannot create --out directory")
+    assert not (no_training / "made").exists()
+
+
+def test_train_linked_report_in_unwritable_directory(no_training, monkeypatch, capsys):
+    (no_training / "run").mkdir()
+    (no_training / "target").mkdir()
+    (no_training / "run" / "report.json").symlink_to(no_training / "target" / "report.json")
+    (no_training / "target" / "report.json").write_text("{}")
+    real_check = cli._check_writable
+
+    def target_read_only(directory, described):
+        if Path(directory) == no_training / "target":
+            raise ValueError(f"{described}: cannot create files in {str(directory)!r}")
+        real_check(directory, described)
+
+    monkeypatch.setattr(cli, "_check_writable", target_read_only)
+    status, stderr = run_main(capsys, "train", "--steps", "2", "--out", "run")
+    assert_one_line_error(status, stderr, "--out 'run/report.json': cannot create files in")
+
+
+def test_out_file_name_too_long(no_training, capsys):
+    name = "c" * 300 + ".json"
+    status, stderr = run_main(capsys, "compare-positional", "--steps", "2", "--out", name)
+    assert_one_line_error(status, stderr, "cannot be used (File name too long); give another --out")
+
+
+def test_positional_report_directory_names_option(tmp_path, capsys):
+    (tmp_path / "rep").mkdir()
+    status, stderr = run_main(capsys, "profile", "--positional-report", str(tmp_path / "rep"))
+    assert_one_line_error(status, stderr, "--positional-report: expected a text file")
+
+
+def test_positional_report_with_too_many_digits(tmp_path, capsys):
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(COMPLETE_REPORT).replace("3.3", "1" + "0" * 5000), encoding="utf-8")
+    status, stderr = run_main(capsys, "profile", "--positional-report", str(path))
+    assert_one_line_error(status, stderr, f"--positional-report {str(path)!r} is not valid JSON")
+
+
 def test_failed_profile_removes_created_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
 
@@ -563,6 +614,7 @@ COMPLETE_REPORT = {
         ("none", "tokens_per_second", True, "results['none']['tokens_per_second'] must be a finite number >= 0; received True (bool)"),
         ("sinusoidal", "steps_done", 2.5, "results['sinusoidal']['steps_done'] must equal the config's steps (4); received 2.5 (float)"),
         ("learned", "steps_done", 3, "results['learned']['steps_done'] must equal the config's steps (4); received 3 (int)"),
+        ("learned", "steps_done", 4.0, "results['learned']['steps_done'] must equal the config's steps (4); received 4.0 (float)"),
         ("none", "heldout_bits_per_char", 10**400, "results['none']['heldout_bits_per_char'] must be a finite number >= 0"),
         (None, "bigram_bits_per_char", float("inf"), "'bigram_bits_per_char' must be a finite number >= 0; received inf"),
         (None, "config", {"lr": 10**400}, "'config' is not a valid training configuration"),
@@ -582,6 +634,15 @@ def test_positional_report_rejects_bad_figures(tmp_path, monkeypatch, capsys, ki
     status, stderr = run_main(capsys, "profile", "--positional-report", str(path))
     assert_one_line_error(status, stderr, f"--positional-report {str(path)!r} is not a complete compare-positional report")
     assert message in stderr
+
+
+def test_positional_report_needs_2x_key(tmp_path, capsys):
+    report = json.loads(json.dumps(COMPLETE_REPORT))
+    del report["results"]["learned"]["heldout_bits_per_char_2x_context"]
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    status, stderr = run_main(capsys, "profile", "--positional-report", str(path))
+    assert_one_line_error(status, stderr, "results['learned'] has no 'heldout_bits_per_char_2x_context'")
 
 
 def test_positional_report_rejects_deep_nesting(tmp_path, capsys):

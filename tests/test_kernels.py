@@ -5,6 +5,7 @@ the NumPy kernels and once with the numba kernels (skipped only where numba,
 an optional extra, is not installed).
 """
 
+import logging
 import os
 import subprocess
 import sys
@@ -693,3 +694,31 @@ def test_import_does_not_import_numba():
     code = "import sys, tinytorch, tinytorch.core.embeddings; assert 'numba' not in sys.modules, 'numba imported'"
     result = run_python(code)
     assert result.returncode == 0, result.stderr
+
+
+def test_numba_compiles_without_writable_cache(monkeypatch, caplog):
+    pytest.importorskip("numba")
+    from tinytorch.core.kernels import numba_kernels
+
+    real_njit = numba_kernels.njit
+
+    def njit_without_cache_directory(**options):
+        if options.get("cache"):
+            def fail(function):
+                raise RuntimeError(f"cannot cache function {function.__name__!r}: no locator available for file 'x.py'")
+
+            return fail
+        return real_njit(**options)
+
+    def add_one(values):
+        return values + 1
+
+    monkeypatch.setattr(numba_kernels, "njit", njit_without_cache_directory)
+    monkeypatch.setattr(numba_kernels, "_cache_warned", False)
+    with caplog.at_level(logging.WARNING, logger="tinytorch.core.kernels.numba_kernels"):
+        compiled = numba_kernels._compiled(parallel=False)(add_one)
+        again = numba_kernels._compiled(parallel=False)(add_one)
+    np.testing.assert_array_equal(compiled(np.arange(3)), [1, 2, 3])
+    np.testing.assert_array_equal(again(np.arange(2)), [1, 2])
+    assert caplog.text.count("compile without an on-disk cache") == 1
+    assert "set NUMBA_CACHE_DIR" in caplog.text

@@ -12,7 +12,7 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
@@ -46,12 +46,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         mode = stat.S_IMODE(existing.st_mode)
 
     try:
-        descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        # The name is cut, so that the temporary file's name fits wherever the target's does.
+        descriptor, temporary_name = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=directory)
     except OSError as error:
         if error.errno is None:
             raise
         step = f"creating a temporary file in {str(directory)!r}"
-        raise _destination_error(error, path, step) from error
+        _raise_for_destination(error, path, step)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -65,25 +66,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         # (a full disk during write), is reported against ``path``. An error
         # that names another file comes from ``write`` itself and passes unchanged.
         if isinstance(error, OSError) and error.errno is not None and error.filename in (None, temporary_name):
-            raise _destination_error(error, path) from error
+            _raise_for_destination(error, path)
         raise
     fsync_directory(directory)
     return target
 
 
-def _destination_error(error: OSError, path: str | os.PathLike[str], step: str = "") -> OSError:
-    """Return an error of the same type and errno as ``error`` whose message names ``path``.
+def _raise_for_destination(error: OSError, path: str | os.PathLike[str], step: str = "") -> NoReturn:
+    """Raise an error of the same type and errno as ``error``, caused by it, whose message names ``path``.
 
-    Callers pass only errors that have an errno; errors without one pass through unchanged.
+    Callers pass only errors that have an errno. A subclass whose constructor
+    takes other arguments is raised again as it is.
     """
     reason = error.strerror or str(error)
     if step:
         reason = f"{step} failed ({reason})"
     message = f"cannot write {os.fspath(path)!r}: {reason}"
     try:
-        return type(error)(error.errno, message)
-    except TypeError:  # a subclass whose constructor takes other arguments
-        return OSError(error.errno, message)
+        replacement = type(error)(error.errno, message)
+    except TypeError:
+        raise error from None
+    raise replacement from error
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

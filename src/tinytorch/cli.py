@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -272,6 +273,8 @@ def _read_input_text(path: Path, option: str) -> str:
             f"cannot read {option} {str(path)!r} ({error.strerror or error}); "
             "give the path of an existing, readable UTF-8 text file"
         ) from error
+    except ValueError as error:  # a directory, or text that is not UTF-8
+        raise ValueError(f"{option}: {error}") from error
 
 
 def _prepare_output_directory(path: Path, option: str, files: Sequence[str]) -> list[Path]:
@@ -284,10 +287,22 @@ def _prepare_output_directory(path: Path, option: str, files: Sequence[str]) -> 
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is a file; give a directory for the outputs")
 
-    created = [directory for directory in (path, *path.parents) if not directory.exists()]
+    # Each directory on the path is made here one at a time, and only those that
+    # mkdir made are recorded. Working the list out from the path as written
+    # would be wrong for "new/../old", whose "old" does exist.
+    created: list[Path] = []
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        for depth in range(1, len(path.parts) + 1):
+            directory = Path(*path.parts[:depth])
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue
+            created.insert(0, directory)
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path))
     except OSError as error:
+        _remove_created_directories(created)
         raise ValueError(
             f"cannot create {option} directory {str(path)!r} ({error.strerror or error}); give another {option}"
         ) from error
@@ -340,12 +355,20 @@ def _check_not_special(path: Path, option: str) -> None:
     if path.exists() and not path.is_file():
         kind = "a directory" if path.is_dir() else "not a regular file"
         raise ValueError(f"cannot write {str(path)!r}: it is {kind}; remove it or give another {option}")
+    if path.is_symlink():  # atomic_write replaces the link's target, in the target's directory
+        _check_writable(Path(os.path.realpath(path)).parent, f"{option} {str(path)!r}")
 
 
 def _check_output_file(path: Path | None, option: str = "--out") -> None:
     """Check before any long work that the file ``path`` can be written."""
     if path is None:
         return
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the checks below name the missing or wrong directory
+    except OSError as error:  # a file name that is too long, for example
+        raise ValueError(f"{option} {str(path)!r} cannot be used ({error.strerror or error}); give another {option}") from error
     if path.is_dir() or str(path).endswith(("/", "\\")):
         raise ValueError(f"{option} {str(path)!r} is a directory; give a file name inside it")
     _check_not_special(path, option)
@@ -493,7 +516,7 @@ def _read_positional_report(path: Path) -> dict[str, Any]:
     text = _read_input_text(path, "--positional-report")
     try:
         report = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, or an integer of more digits than Python converts
         raise ValueError(f"--positional-report {str(path)!r} is not valid JSON: {error}") from None
     except RecursionError:
         raise ValueError(f"--positional-report {str(path)!r} is not valid JSON: its arrays or objects are nested too deeply") from None
@@ -539,11 +562,13 @@ def _positional_report_problem(report: Any) -> str | None:
         # A complete comparison trains every encoding for config's steps. Reports
         # written before the "interrupted" flag existed are still read, so this
         # also catches one cut short by Ctrl-C.
-        if steps_done != steps or isinstance(steps_done, bool):
+        if isinstance(steps_done, bool) or not isinstance(steps_done, int) or steps_done != steps:
             return f"results[{kind!r}]['steps_done'] must equal the config's steps ({steps}); received {describe(steps_done)}"
         for key in ("tokens_per_second", "heldout_bits_per_char", "heldout_bits_per_char_2x_context"):
             # Only the 2x-context figure may be null, because it is null where the encoding cannot run that long.
-            value = entry.get(key)
+            if key not in entry:
+                return f"results[{kind!r}] has no {key!r}"
+            value = entry[key]
             if value is None and key == "heldout_bits_per_char_2x_context":
                 continue
             problem = _figure_problem(f"results[{kind!r}][{key!r}]", value)

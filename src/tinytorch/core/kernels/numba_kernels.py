@@ -26,6 +26,7 @@ row updates whose dtype differs from the table's.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import threading
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from numba import njit, prange
 from tinytorch.core.kernels import numpy_kernels
 
 NAME = "numba"
+
+logger = logging.getLogger(__name__)
 
 # numba's "workqueue" threading layer terminates the process when two Python
 # threads launch parallel functions at once (numba's threading-layer docs), so
@@ -58,8 +61,30 @@ _NO_PADDING = -1
 
 
 def _compiled(parallel: bool):
-    """Return numba's ``njit`` with this module's options: cached on disk and releasing the GIL."""
-    return njit(cache=True, nogil=True, parallel=parallel)
+    """Return a decorator that compiles with ``njit``, caching the machine code on disk and releasing the GIL.
+
+    numba raises ``RuntimeError`` at decoration when no cache directory is
+    writable (beside this file, under ``NUMBA_CACHE_DIR`` or in the user's
+    cache directory), as in a read-only install run by a user without a
+    writable home. The kernels then compile without a cache, on every start.
+    """
+
+    def decorate(function: Callable) -> Callable:
+        global _cache_warned
+        try:
+            return njit(cache=True, nogil=True, parallel=parallel)(function)
+        except RuntimeError as error:
+            if "cannot cache" not in str(error):
+                raise
+            if not _cache_warned:
+                _cache_warned = True
+                logger.warning("numba kernels compile without an on-disk cache (%s); set NUMBA_CACHE_DIR to a writable directory", error)
+            return njit(nogil=True, parallel=parallel)(function)
+
+    return decorate
+
+
+_cache_warned = False
 
 
 # --- Compiled cores -----------------------------------------------------------------
