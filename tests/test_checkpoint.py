@@ -1097,3 +1097,19 @@ def test_config_without_checksums_is_rejected(tmp_path):
     (path / CONFIG_FILE).write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ValueError, match=r"config.json.*'sha256' must map"):
         load_checkpoint(path)
+
+
+def test_save_follows_link_before_dotdot(tmp_path, old_contents, new_contents):
+    # The OS resolves "link/../ck" by following the link first, so the
+    # checkpoint belongs beside the link's target, as every other file the
+    # caller writes to that path does.
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "link").symlink_to(tmp_path / "elsewhere" / "sub")
+    save_checkpoint(tmp_path / "cwd" / "ck", **old_contents)
+
+    saved = save_checkpoint(tmp_path / "cwd" / "link" / ".." / "ck", **new_contents)
+
+    assert saved == tmp_path / "elsewhere" / "ck"
+    assert load_checkpoint(tmp_path / "elsewhere" / "ck").config == new_contents["config"]
+    assert load_checkpoint(tmp_path / "cwd" / "ck").config == old_contents["config"]

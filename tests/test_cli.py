@@ -548,6 +548,30 @@ def test_positional_report_with_too_many_digits(tmp_path, capsys):
     assert_one_line_error(status, stderr, f"--positional-report {str(path)!r} is not valid JSON")
 
 
+def test_out_link_then_dotdot_checks_where_os_writes(no_training):
+    # "link/../run" is a sibling of the link's target. A foreign checkpoint/
+    # beside the link must not matter, and a read-only target parent must.
+    (no_training / "elsewhere" / "sub").mkdir(parents=True)
+    (no_training / "link").symlink_to("elsewhere/sub")
+    (no_training / "run" / "checkpoint").mkdir(parents=True)
+    (no_training / "run" / "checkpoint" / "notes.txt").write_text("mine")
+    cli._check_checkpoint_target(Path("link/../run"))
+    with pytest.raises(ValueError, match="non-empty directory without a config.json"):
+        cli._check_checkpoint_target(Path("run"))
+
+    checked = []
+    real_check = cli._check_writable
+
+    def record_check(directory, described):
+        checked.append(Path(directory).resolve())
+        real_check(directory, described)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "_check_writable", record_check)
+        cli._check_output_file(Path("link/../v.npy"))
+    assert checked == [no_training / "elsewhere"]
+
+
 def test_failed_profile_removes_created_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
 

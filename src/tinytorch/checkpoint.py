@@ -402,9 +402,16 @@ def _checkpoint_path(directory: Any) -> Path:
     if not text:
         raise ValueError(f"directory must be a non-empty path; received {describe(directory)}")
 
-    # abspath also turns "." and "run/.." into a path whose last part is a real name,
-    # which the sibling names need.
-    path = Path(os.path.abspath(text))
+    # The path is resolved as the OS resolves it: a link before ".." is followed
+    # first, so "link/../run" is a sibling of the link's target, not of the link.
+    # The last part is kept unresolved, so that check_replaceable sees a link
+    # there, unless it is "." or "..", which become the real name the sibling
+    # names need.
+    head, tail = os.path.split(text.rstrip(os.sep) or text)
+    if tail in ("", os.curdir, os.pardir):
+        path = Path(os.path.realpath(text))
+    else:
+        path = Path(os.path.realpath(head or os.curdir)) / tail
     if path.parent == path:
         raise ValueError(
             f"directory must not be a file system root; received {describe(directory)}"

@@ -340,7 +340,8 @@ def _check_writable(directory: Path, described: str) -> None:
     ``described`` is the option and path that the message starts with.
     """
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tinytorch-write-test-"):
+        # realpath, because tempfile applies abspath, which drops "link/.." before the OS follows the link.
+        with tempfile.NamedTemporaryFile(dir=os.path.realpath(directory), prefix=".tinytorch-write-test-"):
             pass
     except OSError as error:
         raise ValueError(
@@ -372,8 +373,9 @@ def _check_output_file(path: Path | None, option: str = "--out") -> None:
     if path.is_dir() or str(path).endswith(("/", "\\")):
         raise ValueError(f"{option} {str(path)!r} is a directory; give a file name inside it")
     _check_not_special(path, option)
-    # atomic_write follows a symbolic link and writes beside its target.
-    directory = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
+    # atomic_write writes into the directory of realpath(path): beside a link's
+    # target, and after a "link/.." in the parent, where the OS takes it.
+    directory = Path(os.path.realpath(path)).parent if path.is_symlink() or os.pardir in path.parts else path.parent
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{option} {str(path)!r}: {str(directory)!r} is a file, not a directory; give another {option}")
     if not directory.is_dir():
@@ -788,7 +790,8 @@ def _check_checkpoint_target(out: Path) -> None:
     """Raise ``ValueError`` before training if saving ``out/checkpoint`` would be rejected."""
     checkpoint = out / "checkpoint"
     try:
-        check_replaceable(Path(os.path.abspath(checkpoint)))
+        # Resolved as save_checkpoint resolves it: a link in --out is followed before a "..".
+        check_replaceable(Path(os.path.realpath(out)) / "checkpoint")
     except ValueError as error:
         raise ValueError(
             f"cannot save the checkpoint in --out {str(out)!r}: {error}; "
