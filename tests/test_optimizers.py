@@ -70,6 +70,8 @@ def test_frozen_pretrained_table_unchanged_by_training():
     [
         (lambda p: SGD(p, lr=-1), ValueError, "lr must be a finite number >= 0; received -1"),
         (lambda p: SGD(p, lr=float("inf")), ValueError, "received inf"),
+        (lambda p: SGD(p, lr=10**400), ValueError, "lr must be a finite number >= 0; received 1000"),
+        (lambda p: SGD(p, lr=np.float32("nan")), ValueError, r"lr must be a finite number >= 0; received np.float32\(nan\)"),
         (lambda p: Adam(p, betas=("a", 0.9)), TypeError, "each beta must be a number; received 'a'"),
         (lambda p: SGD(p + p, lr=0.1), ValueError, "contains one Parameter more than once"),
         (lambda p: SGD(Linear(2, 2), lr=0.1), TypeError, r"received Linear\(2, 2\).*Pass model.parameters\(\)"),

@@ -130,7 +130,7 @@ def test_compare_positional_copies_measured(profiler):
         (
             lambda p: p.compare_positional_encodings(measured={"sinusoidal": {"heldout_bits_per_char_2x_context": "abc"}, "learned": {}}),
             TypeError,
-            r"\['heldout_bits_per_char_2x_context'\] must be a number or None; received 'abc'",
+            r"\['heldout_bits_per_char_2x_context'\] must be a number; received 'abc'",
         ),
         (
             lambda p: p.compare_positional_encodings(measured={"sinusoidal": {}, "learned": {"heldout_bits_per_char": float("nan")}}),

@@ -27,7 +27,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
         FileNotFoundError: the parent directory of ``path`` does not exist.
         ValueError: ``path`` is a directory or another non-regular file (a
             device, a pipe), which a rename would destroy.
-        OSError: creating, writing or renaming the temporary file failed; the
+        OSError: creating, writing or renaming the temporary file failed. The
             error names ``path``, and the original error is its ``__cause__``.
     """
     target = Path(os.path.realpath(path))

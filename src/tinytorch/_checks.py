@@ -7,7 +7,9 @@ then the received value and its type, for example
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,7 +67,9 @@ def check_non_negative(name: str, value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number; received {describe(value)}")
-    if not 0.0 <= float(value) < float("inf"):
+    # An int is compared, not converted, because float() overflows beyond float's range.
+    finite = value <= sys.float_info.max if isinstance(value, numbers.Integral) else math.isfinite(value)
+    if not (finite and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; received {describe(value)}")
     return float(value)
 

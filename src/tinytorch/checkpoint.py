@@ -402,11 +402,11 @@ def _checkpoint_path(directory: Any) -> Path:
     if not text:
         raise ValueError(f"directory must be a non-empty path; received {describe(directory)}")
 
-    # The path is resolved as the OS resolves it: a link before ".." is followed
+    # The parent is resolved as the OS resolves it. A link before ".." is followed
     # first, so "link/../run" is a sibling of the link's target, not of the link.
-    # The last part is kept unresolved, so that check_replaceable sees a link
-    # there, unless it is "." or "..", which become the real name the sibling
-    # names need.
+    # The last part stays unresolved, so that check_replaceable can reject a link
+    # there. A last part of "." or ".." is resolved to the real directory name,
+    # which the sibling names need.
     head, tail = os.path.split(text.rstrip(os.sep) or text)
     if tail in ("", os.curdir, os.pardir):
         path = Path(os.path.realpath(text))

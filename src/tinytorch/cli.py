@@ -17,7 +17,6 @@ import dataclasses
 import errno
 import json
 import logging
-import math
 import os
 import platform
 import signal
@@ -32,7 +31,7 @@ import numpy as np
 
 import tinytorch
 from tinytorch._atomic import atomic_write, atomic_write_text
-from tinytorch._checks import describe
+from tinytorch._checks import check_non_negative, describe
 from tinytorch._plotting import import_figure
 from tinytorch.checkpoint import check_replaceable
 from tinytorch.core import kernels
@@ -57,9 +56,16 @@ from tinytorch.training import (
 PREVIEW_TOKENS = 3
 PREVIEW_DIMS = 6
 
-# The files that train writes into --out beside checkpoint/, and that profile writes into --plot.
-TRAIN_FILES = ("report.json", "loss_curve.png", "embeddings_pca.png")
-PROFILE_FIGURES = ("positional_encoding.png", "memory_scaling.png", "lookup_throughput.png")
+# The files that train writes into --out beside checkpoint/, and that profile
+# writes into --plot. Both are checked before any work, and written by these names.
+REPORT_FILE = "report.json"
+LOSS_CURVE_FIGURE = "loss_curve.png"
+EMBEDDINGS_PCA_FIGURE = "embeddings_pca.png"
+TRAIN_FILES = (REPORT_FILE, LOSS_CURVE_FIGURE, EMBEDDINGS_PCA_FIGURE)
+POSITIONAL_FIGURE = "positional_encoding.png"
+MEMORY_SCALING_FIGURE = "memory_scaling.png"
+LOOKUP_THROUGHPUT_FIGURE = "lookup_throughput.png"
+PROFILE_FIGURES = (POSITIONAL_FIGURE, MEMORY_SCALING_FIGURE, LOOKUP_THROUGHPUT_FIGURE)
 
 # The options that set array sizes, per command, named when memory runs out.
 SIZE_OPTIONS = {
@@ -100,6 +106,13 @@ def _bpe_vocab_size(text: str) -> int:
     return value
 
 
+def _file_path(text: str) -> Path:
+    """Return ``text`` as a file path; ``Path`` would drop a trailing separator, which marks a directory."""
+    if text.endswith(tuple(separator for separator in (os.sep, os.altsep) if separator)):
+        raise argparse.ArgumentTypeError(f"expected a file name, received {text!r}, which ends in a separator")
+    return Path(text)
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="tinytorch", description="Turn text into position-aware vectors and measure the cost.")
     parser.add_argument("--version", action="version", version=f"tinytorch {tinytorch.__version__}")
@@ -129,7 +142,7 @@ def _build_parser() -> _Parser:
         "--positional", choices=("sinusoidal", "learned"), default="sinusoidal", help="positional encoding (default: sinusoidal)"
     )
     embed.add_argument("--batch-size", type=_positive_int, default=32, help="windows per batch (default: 32)")
-    embed.add_argument("--out", type=Path, help="save the vectors of a file or corpus to this .npy file")
+    embed.add_argument("--out", type=_file_path, help="save the vectors of a file or corpus to this .npy file")
     embed.add_argument("--seed", type=_non_negative_int, default=0, help="seed for the table's initial values (default: 0)")
 
     profile = commands.add_parser(
@@ -177,7 +190,7 @@ def _build_parser() -> _Parser:
         ),
     )
     _add_training_options(compare, defaults, positional=False)
-    compare.add_argument("--out", type=Path, help="also write the results to this JSON file")
+    compare.add_argument("--out", type=_file_path, help="also write the results to this JSON file")
 
     neighbors = commands.add_parser("neighbors", help="list the tokens nearest to TOKEN in a trained table")
     neighbors.add_argument("token", help="a string that is exactly one token of the checkpoint's tokenizer")
@@ -370,7 +383,7 @@ def _check_output_file(path: Path | None, option: str = "--out") -> None:
         pass  # the checks below name the missing or wrong directory
     except OSError as error:  # a file name that is too long, for example
         raise ValueError(f"{option} {str(path)!r} cannot be used ({error.strerror or error}); give another {option}") from error
-    if path.is_dir() or str(path).endswith(("/", "\\")):
+    if path.is_dir():
         raise ValueError(f"{option} {str(path)!r} is a directory; give a file name inside it")
     _check_not_special(path, option)
     # atomic_write writes into the directory of realpath(path): beside a link's
@@ -548,7 +561,7 @@ def _positional_report_problem(report: Any) -> str | None:
         return f"'config' must be an object; received {describe(config)}"
     try:
         steps = TrainConfig(**config).steps
-    except (TypeError, ValueError, OverflowError) as error:
+    except (TypeError, ValueError) as error:
         return f"'config' is not a valid training configuration: {error}"
 
     results = report["results"]
@@ -581,9 +594,10 @@ def _positional_report_problem(report: Any) -> str | None:
 
 def _figure_problem(name: str, value: Any) -> str | None:
     """Return why ``value`` is not a finite number >= 0, or None when it is one."""
-    # The comparison with float's maximum also rejects an int beyond float's range, without converting it.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= sys.float_info.max:
-        return f"{name} must be a finite number >= 0; received {describe(value)}"
+    try:
+        check_non_negative(name, value)
+    except (TypeError, ValueError) as error:
+        return str(error)
     return None
 
 
@@ -613,9 +627,9 @@ def _profile_and_report(args: argparse.Namespace, measured: dict[str, Any] | Non
 
     if args.plot is not None:
         figures = {
-            "positional_encoding.png": PositionalEncoding(256, max_seq_length=100).visualize_encoding(100, 64),
-            "memory_scaling.png": plot_memory_scaling(scaling),
-            "lookup_throughput.png": plot_lookup_throughput(lookup),
+            POSITIONAL_FIGURE: PositionalEncoding(256, max_seq_length=100).visualize_encoding(100, 64),
+            MEMORY_SCALING_FIGURE: plot_memory_scaling(scaling),
+            LOOKUP_THROUGHPUT_FIGURE: plot_lookup_throughput(lookup),
         }
         for name, figure in figures.items():
             atomic_write(args.plot / name, lambda handle, figure=figure: figure.savefig(handle, format="png", dpi=120))
@@ -833,7 +847,7 @@ def _train_and_save(args: argparse.Namespace, config: TrainConfig) -> int:
     # if the run is interrupted between writing it and writing report.json.
     summary = {key: value for key, value in report.items() if key != "losses"}
     save_trained_model(args.out / "checkpoint", result.model, prepared.tokenizer, config, metadata=summary)
-    atomic_write_text(args.out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     figure_note = _write_training_figures(args.out, result, prepared.tokenizer)
 
     print(
@@ -868,7 +882,7 @@ def _write_training_figures(out: Path, result: TrainResult, tokenizer: CharToken
 
         table = result.model.token_embedding.weight.data
         labels = [_token_label(tokenizer, token_id) for token_id in range(table.shape[0])]
-        figures = {"loss_curve.png": plot_loss_curve(result.losses), "embeddings_pca.png": plot_embedding_pca(table, labels)}
+        figures = {LOSS_CURVE_FIGURE: plot_loss_curve(result.losses), EMBEDDINGS_PCA_FIGURE: plot_embedding_pca(table, labels)}
     except ImportError:
         return "; install the plot extra for PNG figures"
     for name, figure in figures.items():

@@ -13,8 +13,6 @@ bandwidth tools such as STREAM report them.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import statistics
 import threading
 import time
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinytorch._checks import check_int, describe
+from tinytorch._checks import check_int, check_non_negative, describe
 from tinytorch._plotting import import_figure
 from tinytorch.core.embeddings import BYTES_PER_MB as MB
 from tinytorch.core.embeddings import Embedding, LearnedPositionalEmbedding, PositionalEncoding
@@ -335,16 +333,8 @@ def _check_measured(measured: Any) -> None:
             raise TypeError(f"measured[{kind!r}] must be a mapping of result names to values; received {describe(results)}")
         for key in MEASURED_KEYS:
             value = results.get(key)
-            if value is None:
-                continue  # the encoding could not run at that length
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"measured[{kind!r}][{key!r}] must be a number or None; received {describe(value)}")
-            try:
-                number = float(value)
-            except OverflowError:  # an int beyond float's range
-                number = math.inf
-            if not 0 <= number < math.inf:
-                raise ValueError(f"measured[{kind!r}][{key!r}] must be a finite number >= 0; received {describe(value)}")
+            if value is not None:  # None: the encoding could not run at that length
+                check_non_negative(f"measured[{kind!r}][{key!r}]", value)
 
 
 def _line_figure(

@@ -316,7 +316,7 @@ def load_trained_model(directory: str | os.PathLike[str]) -> tuple[TransformerLM
     try:
         model_config = ModelConfig(**checkpoint.config["model"])
         train_config = TrainConfig(**checkpoint.config["train"])
-    except (TypeError, ValueError, OverflowError) as error:
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{str(config_path)!r} does not describe a TransformerLM: {error}") from error
     if model_config.vocab_size != checkpoint.tokenizer.vocab_size:
         raise ValueError(

@@ -36,7 +36,7 @@ def as_id_array(input_ids: Any) -> np.ndarray:
         isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in ids.flat
     ):
         # Python ints arrive as objects when one is too large for int64, or
-        # when the caller built an object array; both are ids.
+        # when the caller built an object array. Both are ids.
         try:
             return ids.astype(np.int64)
         except OverflowError:

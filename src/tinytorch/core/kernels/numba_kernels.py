@@ -60,6 +60,10 @@ _TOUCH_DISTANCE = 32
 _NO_PADDING = -1
 
 
+# True once the warning that the kernels compile without an on-disk cache is logged.
+_cache_warned = False
+
+
 def _compiled(parallel: bool):
     """Return a decorator that compiles with ``njit``, caching the machine code on disk and releasing the GIL.
 
@@ -82,9 +86,6 @@ def _compiled(parallel: bool):
             return njit(nogil=True, parallel=parallel)(function)
 
     return decorate
-
-
-_cache_warned = False
 
 
 # --- Compiled cores -----------------------------------------------------------------
